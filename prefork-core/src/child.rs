@@ -1,0 +1,341 @@
+//! The worker side: the context a worker serves with, built from what the master passed.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::listener::{self, Network};
+use crate::role::*;
+use crate::shutdown::{Shutdown, ShutdownReason};
+use crate::Error;
+
+/// Extra time a worker gives itself past the master's shutdown timeout before it exits on its
+/// own: the master's SIGKILL normally comes first; this covers a dead master.
+const SELF_EXIT_GRACE: Duration = Duration::from_secs(1);
+
+pub(crate) type MasterDeathHook = Arc<dyn Fn() + Send + Sync>;
+
+/// The worker's end of its control socket.
+#[derive(Debug)]
+pub(crate) struct Control {
+    stream: UnixStream,
+    ready: AtomicBool,
+}
+
+impl Control {
+    fn send(&self, line: &str) -> io::Result<()> {
+        (&self.stream).write_all(line.as_bytes())
+    }
+
+    pub(crate) fn ready(&self) -> io::Result<()> {
+        if self.ready.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.send("ready\n")
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn error(&self, message: &str) {
+        let one_line: String = message
+            .chars()
+            .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+            .collect();
+        let _ = self.send(&format!("error {one_line}\n"));
+    }
+}
+
+/// Everything a worker needs to serve: its id, its listeners, the shutdown notification, and
+/// the way to tell the master it is ready.
+///
+/// Built by [`Prefork::run`](crate::Prefork::run) in a worker process and handed to the serve
+/// function. Adapters (prefork-tokio, prefork-actix, prefork-smol) turn the listeners into their
+/// runtime's types and call [`Child::ready`] once they accept.
+#[derive(Debug)]
+pub struct Child {
+    worker_id: usize,
+    listeners: Vec<TcpListener>,
+    control: Arc<Control>,
+    shutdown: Shutdown,
+    shutdown_timeout: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
+}
+
+impl Child {
+    /// The worker id, `0..workers`, stable across respawns.
+    pub fn worker_id(&self) -> usize {
+        self.worker_id
+    }
+
+    /// The listeners, in the order they were configured, each in non-blocking mode.
+    pub fn listeners(&self) -> &[TcpListener] {
+        &self.listeners
+    }
+
+    /// Takes the listeners out of the context (leaving it empty), e.g. to convert them to a
+    /// runtime's own type.
+    pub fn take_listeners(&mut self) -> Vec<TcpListener> {
+        std::mem::take(&mut self.listeners)
+    }
+
+    /// The local addresses of the listeners.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Completes on SIGTERM, SIGINT or the master's death. Clone it freely.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// How long the master waits for a stopping worker before it kills it: the budget for
+    /// draining in-flight requests.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
+    /// Tells the master that this worker accepts connections. Call it once the accept loop runs;
+    /// later calls do nothing.
+    ///
+    /// # Errors
+    /// Fails if the master is gone (the control socket is closed).
+    pub fn ready(&self) -> io::Result<()> {
+        self.control.ready()
+    }
+
+    /// The validated TLS configuration, if [`Prefork::tls`](crate::Prefork::tls) was set.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.as_ref().map(|(c, _)| c.clone())
+    }
+
+    /// How long a TLS handshake may take (see [`TlsConfig::handshake_timeout`](crate::TlsConfig::handshake_timeout)).
+    #[cfg(feature = "tls")]
+    pub fn tls_handshake_timeout(&self) -> Duration {
+        self.tls
+            .as_ref()
+            .map(|(_, t)| *t)
+            .unwrap_or(crate::tls::DEFAULT_HANDSHAKE_TIMEOUT)
+    }
+
+    pub(crate) fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+}
+
+fn env_var(name: &str) -> Result<String, Error> {
+    std::env::var(name).map_err(|_| {
+        Error::NotAChild(format!(
+            "{name} is missing: this process was not started by a prefork master \
+             (unset {ENV_CHILD} to run it as the master)"
+        ))
+    })
+}
+
+fn env_num<T: std::str::FromStr>(name: &str) -> Result<T, Error> {
+    let v = env_var(name)?;
+    v.parse().map_err(|_| {
+        Error::NotAChild(format!(
+            "{name}={v:?} is not a number: this process was not started by a prefork master \
+             (unset {ENV_CHILD} to run it as the master)"
+        ))
+    })
+}
+
+/// Settings the worker side takes from the builder.
+pub(crate) struct ChildConfig {
+    pub(crate) network: Network,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) on_master_death: Option<MasterDeathHook>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsConfig>,
+}
+
+/// Builds the worker's context from its environment and inherited descriptors, or explains why
+/// this process is not a proper worker. Nothing is served and nothing waits.
+pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
+    let worker_id: usize = env_num(ENV_WORKER_ID)?;
+    let control_fd: RawFd = env_num(ENV_CONTROL_FD)?;
+    let n_listeners: i32 = env_num(ENV_LISTEN_FDS)?;
+    if control_fd != FIRST_FD + n_listeners {
+        return Err(Error::NotAChild(format!(
+            "{ENV_CONTROL_FD}={control_fd} does not follow the {n_listeners} listener(s) at fd {FIRST_FD}"
+        )));
+    }
+    let control = take_control_socket(control_fd)?;
+    let control = Arc::new(Control {
+        stream: control,
+        ready: AtomicBool::new(false),
+    });
+    // From here on the master is listening: report failures to it as well.
+    let fail = |e: Error| {
+        control.error(&e.to_string());
+        e
+    };
+
+    let shutdown_timeout = std::env::var(ENV_SHUTDOWN_TIMEOUT_MS)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(cfg.shutdown_timeout);
+
+    let mut listeners = Vec::new();
+    for i in 0..n_listeners {
+        let l = listener::inherit_tcp_listener(FIRST_FD + i, &format!("listener {i}"))
+            .map_err(|m| fail(Error::NotAChild(m)))?;
+        listeners.push(l);
+    }
+    if let Ok(spec) = std::env::var(ENV_REUSEPORT) {
+        let backlog = std::env::var(ENV_BACKLOG)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(listener::default_backlog);
+        for item in spec.split(',').filter(|s| !s.is_empty()) {
+            let (addr, network) = match item.strip_suffix("/dual") {
+                Some(a) => (a, Network::Tcp),
+                None if item.starts_with('[') => (item, Network::Tcp6),
+                None => (item, cfg.network),
+            };
+            let addr: SocketAddr = addr.parse().map_err(|_| {
+                fail(Error::NotAChild(format!(
+                    "{ENV_REUSEPORT} holds {item:?}, not an address"
+                )))
+            })?;
+            let socket = listener::listen(addr, network, true, backlog).map_err(fail)?;
+            let l = TcpListener::from(OwnedFd::from(socket));
+            l.set_nonblocking(true)
+                .map_err(|e| fail(Error::io(format!("listener on {addr}"), e)))?;
+            listeners.push(l);
+        }
+    }
+    if listeners.is_empty() {
+        return Err(fail(Error::NotAChild(
+            "the master passed no listener".to_owned(),
+        )));
+    }
+
+    #[cfg(feature = "tls")]
+    let tls = match cfg.tls {
+        Some(t) => Some((t.load().map_err(fail)?, t.get_handshake_timeout())),
+        None => None,
+    };
+
+    let shutdown = Shutdown::new().map_err(|e| fail(Error::io("shutdown notification", e)))?;
+    watch(
+        &control,
+        &shutdown,
+        shutdown_timeout,
+        cfg.on_master_death.clone(),
+    )
+    .map_err(fail)?;
+
+    Ok(Child {
+        worker_id,
+        listeners,
+        control,
+        shutdown,
+        shutdown_timeout,
+        #[cfg(feature = "tls")]
+        tls,
+    })
+}
+
+fn take_control_socket(fd: RawFd) -> Result<UnixStream, Error> {
+    if !listener::fd_is_open(fd) {
+        return Err(Error::NotAChild(format!(
+            "its control socket (fd {fd}) is not open: this process was not started by a prefork \
+             master (unset {ENV_CHILD} to run it as the master)"
+        )));
+    }
+    // SAFETY: the fd is open (checked above); the borrow only inspects it.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&borrowed);
+    let is_unix_stream = sock.r#type().ok() == Some(socket2::Type::STREAM)
+        && sock.local_addr().map(|a| a.is_unix()).unwrap_or(false);
+    if !is_unix_stream {
+        return Err(Error::NotAChild(format!(
+            "fd {fd} is not the control socket a prefork master passes (not a Unix stream \
+             socket): this process was not started by a prefork master"
+        )));
+    }
+    // SAFETY: the fd is an open Unix stream socket that the master placed here for us; we take
+    // ownership exactly once.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    listener::set_cloexec(&stream).map_err(|e| Error::io("control socket", e))?;
+    Ok(stream)
+}
+
+/// Starts the threads that turn SIGTERM/SIGINT and the master's death into the shutdown
+/// notification, plus the watchdog that ends a worker that outlives its drain budget.
+fn watch(
+    control: &Arc<Control>,
+    shutdown: &Shutdown,
+    timeout: Duration,
+    on_master_death: Option<MasterDeathHook>,
+) -> Result<(), Error> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| Error::io("installing SIGTERM/SIGINT handlers", e))?;
+    let s = shutdown.clone();
+    std::thread::Builder::new()
+        .name("prefork-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::debug!(signal = sig, "worker received a stop signal");
+                s.trigger(ShutdownReason::Signal(sig));
+            }
+        })
+        .map_err(|e| Error::io("starting the signal thread", e))?;
+
+    let mut stream = control
+        .stream
+        .try_clone()
+        .map_err(|e| Error::io("control socket", e))?;
+    let s = shutdown.clone();
+    std::thread::Builder::new()
+        .name("prefork-master-watch".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => continue, // reserved for messages from the master
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            if s.trigger(ShutdownReason::MasterGone) {
+                tracing::warn!("the master process is gone; shutting down");
+            }
+            if let Some(hook) = on_master_death {
+                hook();
+            }
+        })
+        .map_err(|e| Error::io("starting the master watch thread", e))?;
+
+    let s = shutdown.clone();
+    std::thread::Builder::new()
+        .name("prefork-watchdog".into())
+        .spawn(move || {
+            let reason = s.wait();
+            std::thread::sleep(timeout + SELF_EXIT_GRACE);
+            tracing::error!(
+                ?reason,
+                timeout_ms = timeout.as_millis() as u64,
+                "worker did not finish draining within the shutdown timeout; exiting"
+            );
+            std::process::exit(1);
+        })
+        .map_err(|e| Error::io("starting the watchdog thread", e))?;
+    Ok(())
+}

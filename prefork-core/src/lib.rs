@@ -1,0 +1,104 @@
+//! Runtime-agnostic prefork: one master process supervising N worker processes that share the
+//! listening socket(s), a port of Go's `fasthttp/prefork` without its known faults.
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//!
+//! fn main() -> std::io::Result<()> {
+//!     prefork_core::Prefork::new("127.0.0.1:8080")
+//!         .workers(2)
+//!         .run(|child| {
+//!             // Runs in each worker: a blocking server on the inherited listener.
+//!             let listener = &child.listeners()[0];
+//!             listener.set_nonblocking(false)?;
+//!             child.ready()?;
+//!             for stream in listener.incoming() {
+//!                 let mut stream = stream?;
+//!                 let mut buf = [0u8; 1024];
+//!                 let _ = stream.read(&mut buf)?;
+//!                 stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")?;
+//!             }
+//!             Ok(())
+//!         })?;
+//!     Ok(())
+//! }
+//! ```
+//! (A real server also stops on [`Child::shutdown`]; see `examples/std_hello.rs`, which polls
+//! the listener together with [`Shutdown::as_fd`] and drains in-flight requests.)
+//!
+//! # The process model
+//!
+//! `main()` runs in the master and again in every worker: the master re-executes
+//! [`std::env::current_exe`] with the original arguments, and the environment
+//! (`PREFORK_CHILD=1`, `PREFORK_WORKER_ID=k`) tells the copies apart, never argv, so your own
+//! argument parsing is untouched. Re-exec (not a bare `fork`) is always safe, even when the
+//! master has started threads.
+//!
+//! - **Listeners.** By default the master binds (`SO_REUSEADDR`, backlog from
+//!   `/proc/sys/net/core/somaxconn`) and every worker inherits the socket at fd 3, 4, ...: all
+//!   accept from one queue, and a stopping worker loses nothing. With
+//!   [`Prefork::reuseport`] each worker binds its own `SO_REUSEPORT` socket instead (Linux
+//!   only). Every other descriptor stays close-on-exec.
+//! - **Control channel.** Each worker gets one end of a Unix socket pair. It reports `ready`
+//!   once it accepts ([`Child::ready`]), or an error if its start-up fails; end of file tells
+//!   it that the master is gone, at once, without polling.
+//! - **Supervision.** A worker that exits unexpectedly is logged (pid, worker id, exit status or
+//!   signal) and respawned under the same worker id after a short backoff that grows while it
+//!   keeps crashing. Past the recovery budget ([`Prefork::recover_threshold`]) the master stops
+//!   everything and returns [`Error::OverRecovery`].
+//! - **Signals.** SIGTERM or SIGINT to the master: each worker gets SIGTERM, drains, and exits;
+//!   after [`Prefork::shutdown_timeout`] the rest get SIGKILL, and `run` returns `Ok(())`. A
+//!   second SIGTERM/SIGINT, or SIGQUIT, stops at once. Workers run in their own process groups,
+//!   so Ctrl+C in a terminal reaches the master only and each worker is told once.
+//! - **Master death.** If the master dies (even by SIGKILL), every worker's shutdown
+//!   notification completes and it drains and exits.
+//! - **Start-up errors.** A worker that fails before it is ready during the initial start
+//!   (a bind error, a bad file) makes the master stop the others and return
+//!   [`Error::ChildStartup`] with the worker's own message: no restart loop.
+//!
+//! # State
+//! Workers are separate processes: build pools, caches and connections inside `serve` (the
+//! adapters take factories for that), never in the master, and do not expect in-memory state to
+//! be shared between workers.
+//!
+//! # Logging
+//! Through [`tracing`]; the library prints nothing itself. Install a subscriber to see the
+//! master's lines (`worker started`, `all workers ready`, `worker exited unexpectedly`, ...).
+//!
+//! # Platforms
+//! Linux first; macOS builds and runs the shared-socket mode. Other platforms are refused at
+//! compile time.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(not(unix))]
+compile_error!(
+    "prefork supports Linux and macOS only: it needs fork/exec, fd passing and Unix signals"
+);
+
+mod builder;
+mod child;
+mod error;
+mod listener;
+mod policy;
+mod role;
+mod shutdown;
+mod signals;
+mod spawn;
+mod supervisor;
+#[cfg(feature = "tls")]
+mod tls;
+
+pub use builder::{Prefork, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use child::Child;
+pub use error::{BoxError, Error};
+pub use listener::{ListenAddr, Network};
+pub use policy::RecoverPolicy;
+pub use role::{is_child, worker_id, ENV_CHILD, ENV_WORKER_ID};
+pub use shutdown::{Shutdown, ShutdownReason};
+pub use spawn::SpawnContext;
+#[cfg(feature = "tls")]
+pub use tls::{PemFiles, TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT};
+
+/// The rustls version this crate builds TLS configurations with.
+#[cfg(feature = "tls")]
+pub use rustls;

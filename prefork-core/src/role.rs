@@ -1,0 +1,40 @@
+//! Which role this process plays, decided by the environment alone (never by argv).
+
+/// Set to `1` in every worker's environment by the master.
+pub const ENV_CHILD: &str = "PREFORK_CHILD";
+/// The worker id, `0..workers`.
+pub const ENV_WORKER_ID: &str = "PREFORK_WORKER_ID";
+/// How many inherited listeners start at fd 3 (shared-fd mode).
+pub(crate) const ENV_LISTEN_FDS: &str = "PREFORK_LISTEN_FDS";
+/// The fd of the worker's end of its control socket.
+pub(crate) const ENV_CONTROL_FD: &str = "PREFORK_CONTROL_FD";
+/// `SO_REUSEPORT` mode: the addresses the worker binds itself, comma-separated; an address
+/// followed by `/dual` is an IPv6 address with `IPV6_V6ONLY` off.
+pub(crate) const ENV_REUSEPORT: &str = "PREFORK_REUSEPORT";
+/// The listen backlog the worker uses for its own sockets.
+pub(crate) const ENV_BACKLOG: &str = "PREFORK_BACKLOG";
+/// The master's shutdown timeout in milliseconds.
+pub(crate) const ENV_SHUTDOWN_TIMEOUT_MS: &str = "PREFORK_SHUTDOWN_TIMEOUT_MS";
+
+/// The first inherited listener's fd; further listeners follow, then the control socket.
+pub(crate) const FIRST_FD: i32 = 3;
+
+/// Whether this process is a prefork worker (`PREFORK_CHILD=1` in its environment).
+///
+/// The master sets this on each worker's `Command`; it never changes its own environment.
+/// A process that has `PREFORK_CHILD=1` but was not started by a master (say the variable was
+/// exported by mistake) is still reported as a child here, and
+/// [`Prefork::run`](crate::Prefork::run) then refuses to serve with
+/// [`Error::NotAChild`](crate::Error::NotAChild): it never binds, forks or serves on a random
+/// descriptor.
+pub fn is_child() -> bool {
+    std::env::var_os(ENV_CHILD).is_some_and(|v| v == "1")
+}
+
+/// The worker id (`0..workers`) when this process is a worker started by a master.
+pub fn worker_id() -> Option<usize> {
+    if !is_child() {
+        return None;
+    }
+    std::env::var(ENV_WORKER_ID).ok()?.parse().ok()
+}

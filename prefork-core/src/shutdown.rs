@@ -1,0 +1,263 @@
+//! The worker's shutdown notification: a runtime-agnostic future, a blocking wait, and a file
+//! descriptor that becomes readable, for servers that poll.
+
+use std::future::Future;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// Why a worker was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShutdownReason {
+    /// The worker received this signal (SIGTERM from the master, or SIGINT).
+    Signal(i32),
+    /// The master process is gone: the control channel reached end of file.
+    MasterGone,
+    /// [`Shutdown::trigger`] was called by the application.
+    Requested,
+}
+
+/// Completes once the worker should stop: on SIGTERM, SIGINT or the master's death.
+///
+/// Cheap to clone; every clone observes the same event. Use it as a future in any runtime
+/// (`shutdown.clone().await`), block on it with [`Shutdown::wait`], or poll
+/// [`Shutdown::as_fd`] in a blocking server's `poll(2)` loop.
+///
+/// # Cancel safety
+/// Dropping the future loses nothing: a new clone completes as soon as the event has happened.
+pub struct Shutdown {
+    inner: Arc<Inner>,
+    key: Option<u64>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    cond: Condvar,
+    // Becomes readable when triggered: one byte is written to `wake_tx` and never read.
+    wake_rx: UnixStream,
+    wake_tx: UnixStream,
+}
+
+struct State {
+    reason: Option<ShutdownReason>,
+    next_key: u64,
+    wakers: Vec<(u64, Waker)>,
+}
+
+impl Clone for Shutdown {
+    fn clone(&self) -> Self {
+        // A clone is a new waiter: it must not share the original's waker slot.
+        Shutdown {
+            inner: self.inner.clone(),
+            key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("reason", &self.reason())
+            .finish()
+    }
+}
+
+impl Shutdown {
+    /// A new, untriggered notification.
+    ///
+    /// # Errors
+    /// Fails only if the process cannot create a socket pair (fd exhaustion).
+    pub fn new() -> std::io::Result<Self> {
+        let (wake_rx, wake_tx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        Ok(Shutdown {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    reason: None,
+                    next_key: 0,
+                    wakers: Vec::new(),
+                }),
+                cond: Condvar::new(),
+                wake_rx,
+                wake_tx,
+            }),
+            key: None,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Triggers the shutdown (the first reason wins). Returns `true` if this call triggered it.
+    pub fn trigger(&self, reason: ShutdownReason) -> bool {
+        let wakers = {
+            let mut state = self.lock();
+            if state.reason.is_some() {
+                return false;
+            }
+            state.reason = Some(reason);
+            std::mem::take(&mut state.wakers)
+        };
+        self.inner.cond.notify_all();
+        let _ = (&self.inner.wake_tx).write(&[1]);
+        for (_, waker) in wakers {
+            waker.wake();
+        }
+        true
+    }
+
+    /// Whether the shutdown has been triggered, and why.
+    pub fn reason(&self) -> Option<ShutdownReason> {
+        self.lock().reason
+    }
+
+    /// Whether the shutdown has been triggered.
+    pub fn is_triggered(&self) -> bool {
+        self.reason().is_some()
+    }
+
+    /// Blocks the calling thread until the shutdown is triggered.
+    pub fn wait(&self) -> ShutdownReason {
+        let mut state = self.lock();
+        loop {
+            if let Some(reason) = state.reason {
+                return reason;
+            }
+            state = self
+                .inner
+                .cond
+                .wait(state)
+                .unwrap_or_else(|poison| poison.into_inner());
+        }
+    }
+
+    /// Blocks at most `timeout`; `None` if the shutdown was not triggered in that time.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<ShutdownReason> {
+        let state = self.lock();
+        let (state, _) = self
+            .inner
+            .cond
+            .wait_timeout_while(state, timeout, |s| s.reason.is_none())
+            .unwrap_or_else(|poison| poison.into_inner());
+        state.reason
+    }
+
+    /// A descriptor that becomes readable (and stays readable) once the shutdown is triggered.
+    ///
+    /// For blocking servers: `poll(2)` it together with the listener, so `accept` never has to
+    /// be interrupted. Do not read from it.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.inner.wake_rx.as_fd()
+    }
+}
+
+impl Future for Shutdown {
+    type Output = ShutdownReason;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ShutdownReason> {
+        let this = self.get_mut();
+        let mut state = this
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(reason) = state.reason {
+            return Poll::Ready(reason);
+        }
+        match this.key {
+            Some(key) => {
+                if let Some(slot) = state.wakers.iter_mut().find(|(k, _)| *k == key) {
+                    slot.1.clone_from(cx.waker());
+                } else {
+                    state.wakers.push((key, cx.waker().clone()));
+                }
+            }
+            None => {
+                let key = state.next_key;
+                state.next_key += 1;
+                state.wakers.push((key, cx.waker().clone()));
+                this.key = Some(key);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Shutdown {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            let mut state = self.lock();
+            state.wakers.retain(|(k, _)| *k != key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Wake;
+
+    struct Flag(std::sync::atomic::AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn future_wakes_on_trigger_and_first_reason_wins() {
+        let s = Shutdown::new().unwrap();
+        let mut fut = s.clone();
+        let flag = Arc::new(Flag(false.into()));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        assert!(s.trigger(ShutdownReason::MasterGone));
+        assert!(!s.trigger(ShutdownReason::Requested));
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(
+            Pin::new(&mut fut).poll(&mut cx),
+            Poll::Ready(ShutdownReason::MasterGone)
+        );
+        assert_eq!(s.wait(), ShutdownReason::MasterGone);
+    }
+
+    #[test]
+    fn blocking_wait_and_fd_see_a_trigger_from_another_thread() {
+        let s = Shutdown::new().unwrap();
+        assert_eq!(s.wait_timeout(Duration::from_millis(10)), None);
+        let t = {
+            let s = s.clone();
+            std::thread::spawn(move || s.trigger(ShutdownReason::Signal(15)))
+        };
+        assert_eq!(s.wait(), ShutdownReason::Signal(15));
+        t.join().unwrap();
+        let mut fds = [nix::poll::PollFd::new(
+            s.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        assert_eq!(nix::poll::poll(&mut fds, 0u16).unwrap(), 1);
+    }
+
+    #[test]
+    fn dropped_futures_leave_no_wakers_behind() {
+        let s = Shutdown::new().unwrap();
+        let waker = Waker::from(Arc::new(Flag(false.into())));
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..100 {
+            let mut fut = s.clone();
+            assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+            assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        }
+        assert!(s.lock().wakers.is_empty());
+    }
+}

@@ -1,0 +1,118 @@
+//! Re-exec spawning: the child command, its environment, and the descriptors placed at 3.. .
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child as Process, Command, Stdio};
+
+use nix::fcntl::{fcntl, FcntlArg};
+
+use crate::role::*;
+
+/// What a [`command_producer`](crate::Prefork::command_producer) is told about the worker it
+/// builds a command for.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SpawnContext {
+    /// The worker id, `0..workers`; it stays the same across respawns.
+    pub worker_id: usize,
+    /// How many times this worker id has been started before (0 for the first start).
+    pub generation: u64,
+}
+
+/// The default worker command: this executable, with this process's arguments (and `argv[0]`).
+pub(crate) fn default_command() -> io::Result<Command> {
+    let exe = std::env::current_exe()?;
+    let mut args = std::env::args_os();
+    let mut cmd = Command::new(exe);
+    if let Some(arg0) = args.next() {
+        cmd.arg0(arg0);
+    }
+    cmd.args(args);
+    Ok(cmd)
+}
+
+/// What the master passes to every worker.
+pub(crate) struct WorkerEnv<'a> {
+    pub(crate) listeners: &'a [OwnedFd],
+    /// `SO_REUSEPORT` mode: the value of `PREFORK_REUSEPORT`.
+    pub(crate) reuseport: Option<&'a str>,
+    pub(crate) backlog: i32,
+    pub(crate) shutdown_timeout_ms: u128,
+}
+
+/// Completes `cmd` for worker `worker_id` and starts it. Returns the process and the master's
+/// end of the control socket.
+///
+/// The worker gets the listeners at fd 3, 4, ... and its control socket right after them. Every
+/// other descriptor of the master is close-on-exec and does not reach the worker.
+pub(crate) fn spawn(
+    mut cmd: Command,
+    worker_id: usize,
+    env: &WorkerEnv<'_>,
+) -> io::Result<(Process, UnixStream)> {
+    let (master_end, child_end) = UnixStream::pair()?;
+    let mut sources: Vec<BorrowedFd<'_>> = env.listeners.iter().map(|l| l.as_fd()).collect();
+    sources.push(child_end.as_fd());
+    let n = sources.len() as RawFd;
+
+    // Copies of the sources above every target slot (close-on-exec in the master), so placing one
+    // at its target can never overwrite another source.
+    let high = sources
+        .iter()
+        .map(|fd| fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(FIRST_FD + n)).map_err(io::Error::from))
+        .collect::<io::Result<Vec<RawFd>>>()?;
+    // SAFETY: each fd was just returned by F_DUPFD_CLOEXEC and is owned by nobody else.
+    let high: Vec<OwnedFd> = high
+        .into_iter()
+        .map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+        .collect();
+    // Occupy every free target slot while spawning: std's exec-error pipe is opened during
+    // `spawn` at the lowest free numbers, and must not land on a slot we are about to dup2 over.
+    let mut placeholders = Vec::new();
+    for target in FIRST_FD..FIRST_FD + n {
+        if !crate::listener::fd_is_open(target) {
+            let fd = fcntl(&high[0], FcntlArg::F_DUPFD_CLOEXEC(target))?;
+            // SAFETY: freshly duplicated, owned by nobody else.
+            placeholders.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        }
+    }
+
+    cmd.stdin(Stdio::null())
+        .env(ENV_CHILD, "1")
+        .env(ENV_WORKER_ID, worker_id.to_string())
+        .env(ENV_LISTEN_FDS, env.listeners.len().to_string())
+        .env(ENV_CONTROL_FD, (FIRST_FD + n - 1).to_string())
+        .env(ENV_BACKLOG, env.backlog.to_string())
+        .env(ENV_SHUTDOWN_TIMEOUT_MS, env.shutdown_timeout_ms.to_string());
+    match env.reuseport {
+        Some(addrs) => cmd.env(ENV_REUSEPORT, addrs),
+        None => cmd.env_remove(ENV_REUSEPORT),
+    };
+    // Its own process group: a Ctrl+C in the terminal reaches the master only, which then stops
+    // the workers once (with SIGTERM), instead of every worker seeing SIGINT and SIGTERM.
+    cmd.process_group(0);
+
+    let raw: Vec<RawFd> = high.iter().map(|fd| fd.as_raw_fd()).collect();
+    // SAFETY: the closure runs in the forked child before exec and calls only dup2, which is
+    // async-signal-safe; it allocates nothing. `raw` holds descriptors that stay open in the
+    // master until `spawn` returns, so they are valid in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, &fd) in raw.iter().enumerate() {
+                // dup2 clears FD_CLOEXEC on the target, so exactly these fds cross the exec.
+                if libc::dup2(fd, FIRST_FD + i as RawFd) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let process = cmd.spawn()?;
+    drop(placeholders);
+    drop(high);
+    drop(child_end);
+    master_end.set_nonblocking(true)?;
+    Ok((process, master_end))
+}

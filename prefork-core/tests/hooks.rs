@@ -1,0 +1,148 @@
+//! Hooks and the command producer, with the master running inside this test process and the
+//! workers being this same test binary, re-executed to run only `worker_entry`.
+
+use std::cell::RefCell;
+use std::process::Command;
+use std::rc::Rc;
+use std::time::Duration;
+
+use prefork_core::{is_child, Error, Prefork, SpawnContext};
+use prefork_testutil::{alive, wait_until, DEADLINE};
+
+/// The worker side: a no-op when this binary runs as the test suite; in a worker started by the
+/// tests below, it serves until told to stop, then exits without the test harness's output.
+#[test]
+fn worker_entry() {
+    if !is_child() {
+        return;
+    }
+    let result = Prefork::new("127.0.0.1:0").run(|child| {
+        child.ready()?;
+        if std::env::var_os("HOOK_TEST_CRASH").is_some() && child.worker_id() == 0 {
+            std::process::exit(3);
+        }
+        child.shutdown().wait();
+        Ok(())
+    });
+    std::process::exit(if result.is_ok() { 0 } else { 1 });
+}
+
+/// Re-executes this test binary so that it runs `worker_entry` only.
+fn producer(
+    extra_env: &'static [(&'static str, &'static str)],
+) -> impl FnMut(&SpawnContext) -> std::io::Result<Command> {
+    move |_ctx| {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["--exact", "worker_entry", "--nocapture", "--test-threads=1"]);
+        cmd.envs(extra_env.iter().copied());
+        Ok(cmd)
+    }
+}
+
+fn prefork() -> Prefork {
+    Prefork::new("127.0.0.1:0")
+        .workers(2)
+        .shutdown_timeout(Duration::from_secs(10))
+}
+
+fn assert_gone(pids: &[u32]) {
+    for &pid in pids {
+        assert!(
+            wait_until(DEADLINE, || !alive(pid)),
+            "worker {pid} left running"
+        );
+    }
+}
+
+#[test]
+fn on_child_spawn_error_stops_everything_and_is_returned() {
+    let spawned = Rc::new(RefCell::new(Vec::new()));
+    let s = spawned.clone();
+    let err = prefork()
+        .command_producer(producer(&[]))
+        .on_child_spawn(move |pid| {
+            s.borrow_mut().push(pid);
+            if s.borrow().len() == 2 {
+                return Err("refusing the second worker".into());
+            }
+            Ok(())
+        })
+        .run(|_| unreachable!("the master never serves"))
+        .unwrap_err();
+    match &err {
+        Error::Hook { hook, source } => {
+            assert_eq!(*hook, "on_child_spawn");
+            assert_eq!(source.to_string(), "refusing the second worker");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(spawned.borrow().len(), 2);
+    assert_gone(&spawned.borrow());
+}
+
+#[test]
+fn on_master_ready_gets_every_pid_and_its_error_is_returned() {
+    let spawned = Rc::new(RefCell::new(Vec::new()));
+    let ready = Rc::new(RefCell::new(Vec::new()));
+    let (s, r) = (spawned.clone(), ready.clone());
+    let err = prefork()
+        .command_producer(producer(&[]))
+        .on_child_spawn(move |pid| {
+            s.borrow_mut().push(pid);
+            Ok(())
+        })
+        .on_master_ready(move |pids| {
+            r.borrow_mut().extend_from_slice(pids);
+            Err("not today".into())
+        })
+        .run(|_| unreachable!())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Hook {
+                hook: "on_master_ready",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        *ready.borrow(),
+        *spawned.borrow(),
+        "ready pids in worker order"
+    );
+    assert_gone(&spawned.borrow());
+}
+
+#[test]
+fn on_child_recover_reports_old_and_new_pid() {
+    // Worker 0 exits with status 3 right after it is ready, every time: with a threshold of 2
+    // the master respawns it twice, then gives up.
+    let spawned = Rc::new(RefCell::new(Vec::new()));
+    let recovered = Rc::new(RefCell::new(Vec::new()));
+    let (s, r) = (spawned.clone(), recovered.clone());
+    let err = prefork()
+        .command_producer(producer(&[("HOOK_TEST_CRASH", "1")]))
+        .recover_threshold(2)
+        .on_child_spawn(move |pid| {
+            s.borrow_mut().push(pid);
+            Ok(())
+        })
+        .on_child_recover(move |old, new| r.borrow_mut().push((old, new)))
+        .run(|_| unreachable!())
+        .unwrap_err();
+    match err {
+        Error::OverRecovery { exits, threshold } => assert_eq!((exits, threshold), (3, 2)),
+        other => panic!("unexpected {other}"),
+    }
+    let recovered = recovered.borrow();
+    assert_eq!(recovered.len(), 2, "{recovered:?}");
+    for (old, new) in recovered.iter() {
+        assert_ne!(old, new);
+        assert!(spawned.borrow().contains(old) && spawned.borrow().contains(new));
+    }
+    // The replacement of one recovery is the one that crashed next.
+    assert_eq!(recovered[0].1, recovered[1].0);
+    assert_gone(&spawned.borrow());
+}

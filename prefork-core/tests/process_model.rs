@@ -1,0 +1,295 @@
+//! End-to-end tests of the process model on the real `std_hello` example: real worker
+//! processes, real sockets on 127.0.0.1, real signals.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use prefork_testutil::{
+    alive, children_of, field, get, open_fds, process_state, wait_for_distinct_pids, wait_until,
+    Server, Sig, DEADLINE,
+};
+
+fn bin() -> PathBuf {
+    prefork_testutil::example_bin("std_hello")
+}
+
+fn start(extra: &[&str]) -> Server {
+    let mut args = vec!["--addr", "127.0.0.1:0", "--workers", "2"];
+    args.extend_from_slice(extra);
+    Server::start(&bin(), &args)
+}
+
+/// Waits until every pid in `pids` is gone from the process table (not even a zombie).
+fn assert_all_gone(pids: impl IntoIterator<Item = u32>, log: &str) {
+    for pid in pids {
+        assert!(
+            wait_until(DEADLINE, || process_state(pid).is_none()),
+            "process {pid} is still there (state {:?}); log:\n{log}",
+            process_state(pid)
+        );
+    }
+}
+
+#[test]
+fn workers_answer_with_distinct_pids() {
+    let s = start(&[]);
+    let ready: BTreeSet<u32> = s.wait_ready().into_iter().collect();
+    assert_eq!(ready.len(), 2, "{}", s.log());
+    let seen = wait_for_distinct_pids(s.addr, 2);
+    assert_eq!(seen, ready, "pids answering /pid must be the ready workers");
+    let r = get(s.addr, "/").unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "Hello, World!"));
+    assert_eq!(r.content_type.as_deref(), Some("text/plain"));
+}
+
+#[test]
+fn reuseport_mode_serves_from_every_worker() {
+    let s = start(&["--reuseport"]);
+    let ready: BTreeSet<u32> = s.wait_ready().into_iter().collect();
+    assert_eq!(wait_for_distinct_pids(s.addr, 2), ready);
+}
+
+#[test]
+fn killed_worker_is_replaced_under_the_same_id() {
+    let s = start(&[]);
+    let pids = s.wait_ready();
+    let victim = pids[0];
+    let log = s.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("worker started") && field(l, "pid") == Some(&victim.to_string()))
+        .unwrap();
+    let id = field(line, "worker").unwrap().to_owned();
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Sig::SIGKILL).unwrap();
+    assert!(
+        s.wait_log("worker started", 3),
+        "no respawn; log:\n{}",
+        s.log()
+    );
+    let log = s.log();
+    assert!(log.contains("worker exited unexpectedly"), "{log}");
+    assert!(
+        log.contains("SIGKILL"),
+        "the exit is logged with the signal name:\n{log}"
+    );
+    let respawn = log
+        .lines()
+        .filter(|l| l.contains("worker started"))
+        .nth(2)
+        .unwrap();
+    assert_eq!(
+        field(respawn, "worker"),
+        Some(id.as_str()),
+        "same worker id:\n{log}"
+    );
+    assert_eq!(field(respawn, "generation"), Some("2"));
+    let new_pid: u32 = field(respawn, "pid").unwrap().parse().unwrap();
+    assert_ne!(new_pid, victim);
+    // The victim was reaped by the master: not even a zombie is left.
+    assert_all_gone([victim], &log);
+
+    let expected: BTreeSet<u32> = [pids[1], new_pid].into();
+    assert_eq!(wait_for_distinct_pids(s.addr, 2), expected, "{}", s.log());
+}
+
+#[test]
+fn over_recovery_stops_everything_with_an_error() {
+    let mut s = start(&["--recover-threshold", "1"]);
+    s.wait_ready();
+    // Kill whatever worker is running until the master gives up: the 2nd unexpected exit is
+    // over a threshold of 1.
+    let mut killed = BTreeSet::new();
+    let gave_up = wait_until(DEADLINE, || {
+        for pid in s.children() {
+            if killed.insert(pid) {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Sig::SIGKILL);
+            }
+        }
+        !alive(s.pid())
+    });
+    assert!(gave_up, "master still running; log:\n{}", s.log());
+    let status = s.wait_exit(DEADLINE).unwrap();
+    let log = s.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("more than the recovery threshold of 1"),
+        "{log}"
+    );
+    assert_all_gone(s.started_workers(), &log);
+}
+
+#[test]
+fn sigterm_drains_a_slow_request_and_exits_zero() {
+    let mut s = start(&["--sleep-ms", "1500"]);
+    let workers = s.wait_ready();
+    let addr = s.addr;
+    let request = std::thread::spawn(move || get(addr, "/"));
+    // Give the request time to reach a worker before the stop.
+    std::thread::sleep(Duration::from_millis(400));
+    s.signal(Sig::SIGTERM);
+    let r = request
+        .join()
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!((r.status, r.body.as_str()), (200, "Hello, World!"));
+    let status = s.wait_exit(DEADLINE).expect("master exits");
+    assert!(
+        status.success(),
+        "master exit status {status:?}; log:\n{}",
+        s.log()
+    );
+    assert_all_gone(workers, &s.log());
+    assert!(s.log().contains("worker stopped"), "{}", s.log());
+    assert!(!s.log().contains("exited unexpectedly"), "{}", s.log());
+}
+
+#[test]
+fn sigint_stops_each_worker_once_and_exits_zero() {
+    // As after Ctrl+C in a terminal: the workers run in their own process groups, so only the
+    // master sees SIGINT and each worker exits 0 on the single SIGTERM it forwards.
+    let mut s = start(&[]);
+    let workers = s.wait_ready();
+    s.signal(Sig::SIGINT);
+    let status = s.wait_exit(DEADLINE).expect("master exits");
+    assert!(status.success(), "{}", s.log());
+    let log = s.log();
+    assert_eq!(log.matches("status=exit status 0").count(), 2, "{log}");
+    assert_all_gone(workers, &log);
+}
+
+#[test]
+fn master_sigkill_takes_the_workers_down() {
+    let mut s = start(&[]);
+    let workers = s.wait_ready();
+    s.signal(Sig::SIGKILL);
+    s.wait_exit(DEADLINE).expect("master dies");
+    for pid in workers {
+        assert!(
+            wait_until(DEADLINE, || !alive(pid)),
+            "worker {pid} outlived its master"
+        );
+    }
+}
+
+#[test]
+fn a_workers_startup_error_is_the_masters_error() {
+    let missing = "/nonexistent/prefork-app-data.bin";
+    let (status, log) = Server::run_to_exit(
+        &bin(),
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--require-file",
+            missing,
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("failed to start"), "{log}");
+    assert!(
+        log.contains(&format!("cannot read {missing}")),
+        "the worker's own message:\n{log}"
+    );
+    // No restart loop: only the two initial workers were ever started.
+    assert_eq!(log.matches("worker started").count(), 2, "{log}");
+}
+
+#[test]
+fn busy_port_and_zero_workers_fail_fast_with_the_cause() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for mode in [&[][..], &["--reuseport"][..]] {
+        let mut args = vec!["--addr", addr.as_str(), "--workers", "2"];
+        args.extend_from_slice(mode);
+        let (status, log) = Server::run_to_exit(&bin(), &args, &[]);
+        assert_eq!(status.code(), Some(1), "{log}");
+        assert!(log.contains(&format!("cannot listen on {addr}")), "{log}");
+        assert!(log.contains("Address already in use"), "{log}");
+        assert!(!log.contains("worker started"), "{log}");
+    }
+    let (status, log) =
+        Server::run_to_exit(&bin(), &["--addr", "127.0.0.1:0", "--workers", "0"], &[]);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("workers must be at least 1"), "{log}");
+    let (status, log) = Server::run_to_exit(&bin(), &["--addr", "127.0.0.1:99999"], &[]);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("invalid listen address \"127.0.0.1:99999\""),
+        "{log}"
+    );
+}
+
+#[test]
+fn stray_prefork_child_is_refused() {
+    // Exported by mistake: no master, no inherited descriptors.
+    let (status, log) = Server::run_to_exit(
+        &bin(),
+        &["--addr", "127.0.0.1:0"],
+        &[("PREFORK_CHILD", "1")],
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("PREFORK_CHILD=1 is set but"), "{log}");
+    assert!(!log.contains("listening"), "{log}");
+    // A full set of variables, but fds 3 and 4 are not what a master passes.
+    let (status, log) = Server::run_to_exit(
+        &bin(),
+        &["--addr", "127.0.0.1:0"],
+        &[
+            ("PREFORK_CHILD", "1"),
+            ("PREFORK_WORKER_ID", "0"),
+            ("PREFORK_LISTEN_FDS", "1"),
+            ("PREFORK_CONTROL_FD", "4"),
+        ],
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("PREFORK_CHILD=1 is set but"), "{log}");
+}
+
+#[test]
+fn workers_inherit_only_stdio_listener_and_control_socket() {
+    let s = start(&[]);
+    let workers = s.wait_ready();
+    let master = open_fds(s.pid());
+    let ours: BTreeSet<String> = open_fds(std::process::id())
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let listener = master
+        .iter()
+        .find(|(fd, _)| *fd == 3)
+        .map(|(_, t)| t.clone())
+        .expect("master listener at fd 3");
+    for pid in workers {
+        let fds = open_fds(pid);
+        assert!(
+            fds.iter().any(|(fd, t)| *fd == 3 && *t == listener),
+            "listener at 3: {fds:?}"
+        );
+        assert!(
+            fds.iter()
+                .any(|(fd, t)| *fd == 4 && t.starts_with("socket:")),
+            "control socket at 4: {fds:?}"
+        );
+        // Anything else the worker shares with the master must have come from outside both
+        // (this test process's own inherited descriptors), never from the master itself.
+        let leaked: Vec<_> = fds
+            .iter()
+            .filter(|(fd, t)| {
+                *fd > 2
+                    && *t != listener
+                    && master.iter().any(|(_, mt)| mt == t)
+                    && !ours.contains(t)
+            })
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "worker {pid} inherited master fds {leaked:?}\nworker: {fds:?}\nmaster: {master:?}"
+        );
+    }
+    assert!(children_of(s.pid()).len() == 2);
+}

@@ -1,0 +1,616 @@
+//! Test helpers shared by the prefork crates: start the example servers as real processes,
+//! speak real HTTP to them (hyper's client: HTTP/1.1, h2c, TLS), and inspect the process tree.
+//!
+//! Every wait here is bounded; deadlines are generous so that a slow machine never fails a test,
+//! and exist only so that a broken build cannot hang one.
+
+use std::collections::BTreeSet;
+use std::io::{self, BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+pub use nix::sys::signal::Signal as Sig;
+
+/// The deadline for anything that should take a moment: a server's start, a worker's respawn, a
+/// drain. Generous on purpose: it only keeps a broken build from hanging.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The path of an example binary built by `cargo test` (target/<profile>/examples/NAME).
+pub fn example_bin(name: &str) -> PathBuf {
+    // The test binary lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (which builds the examples)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `f` every 10 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A server process (a master) started for a test. Dropping it kills the master and every
+/// worker it still has, so a failing test leaves nothing behind.
+#[derive(Debug)]
+pub struct Server {
+    child: Option<Child>,
+    pid: u32,
+    log: Arc<Mutex<String>>,
+    /// The address the master reported (`listening addr=...`).
+    pub addr: SocketAddr,
+    seen_workers: Arc<Mutex<BTreeSet<u32>>>,
+}
+
+impl Server {
+    /// Starts `bin` with `args` (which should contain `--addr 127.0.0.1:0`) and waits until the
+    /// master logs the address it listens on. Panics with the log if it does not.
+    pub fn start(bin: &PathBuf, args: &[&str]) -> Server {
+        Self::start_with_env(bin, args, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables for the master.
+    pub fn start_with_env(bin: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut s = Self::spawn(bin, args, env);
+        let ok = wait_until(DEADLINE, || {
+            s.find_addr().is_some() || s.child.as_mut().unwrap().try_wait().unwrap().is_some()
+        });
+        let addr = s.find_addr();
+        match addr {
+            Some(a) if ok => s.addr = a,
+            _ => panic!("server did not report its address; log:\n{}", s.log()),
+        }
+        s
+    }
+
+    fn spawn(bin: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .env_remove("PREFORK_CHILD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn server");
+        let log = Arc::new(Mutex::new(String::new()));
+        let seen_workers = Arc::new(Mutex::new(BTreeSet::new()));
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = log.clone();
+            let seen = seen_workers.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains("worker started") {
+                        if let Some(pid) = field(&line, "pid").and_then(|p| p.parse().ok()) {
+                            seen.lock().unwrap().insert(pid);
+                        }
+                    }
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        Server {
+            pid: child.id(),
+            child: Some(child),
+            log,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            seen_workers,
+        }
+    }
+
+    fn find_addr(&self) -> Option<SocketAddr> {
+        let log = self.log();
+        log.lines()
+            .filter(|l| l.contains("listening"))
+            .find_map(|l| field(l, "addr")?.parse().ok())
+    }
+
+    /// Runs `bin` and expects it to exit on its own (a start-up failure). Returns its status and
+    /// everything it printed.
+    pub fn run_to_exit(bin: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+        let mut s = Self::spawn(bin, args, env);
+        let status = s
+            .wait_exit(DEADLINE)
+            .unwrap_or_else(|| panic!("process did not exit; log:\n{}", s.log()));
+        // Let the reader threads collect the last lines.
+        std::thread::sleep(Duration::from_millis(50));
+        (status, s.log())
+    }
+
+    /// Everything the server printed so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits until the log contains `needle` (`count` times); returns whether it did.
+    pub fn wait_log(&self, needle: &str, count: usize) -> bool {
+        wait_until(DEADLINE, || self.log().matches(needle).count() >= count)
+    }
+
+    /// Waits for the master's `all workers ready` line and returns the pids it names.
+    pub fn wait_ready(&self) -> Vec<u32> {
+        assert!(
+            self.wait_log("all workers ready", 1),
+            "workers never became ready; log:\n{}",
+            self.log()
+        );
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("all workers ready"))
+            .unwrap();
+        let pids = line
+            .split("pids=[")
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .unwrap_or("");
+        pids.split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect()
+    }
+
+    /// Every worker pid the master has logged as started.
+    pub fn started_workers(&self) -> BTreeSet<u32> {
+        self.seen_workers.lock().unwrap().clone()
+    }
+
+    /// Sends `sig` to the master.
+    pub fn signal(&self, sig: Signal) {
+        let _ = kill(Pid::from_raw(self.pid as i32), sig);
+    }
+
+    /// Waits for the master to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let mut status = None;
+        wait_until(timeout, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+
+    /// The master's live (non-zombie) child processes.
+    pub fn children(&self) -> Vec<u32> {
+        children_of(self.pid)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let workers: Vec<u32> = self
+            .started_workers()
+            .into_iter()
+            .chain(children_of(self.pid))
+            .collect();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in workers {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// The value of `name=` in a tracing line (up to the next space).
+pub fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let pat = format!("{name}=");
+    let start = line.find(&format!(" {pat}"))? + 1 + pat.len();
+    line[start..].split_whitespace().next()
+}
+
+/// The process's state letter from /proc (`R`, `S`, `Z`, ...), or `None` if it is gone.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
+}
+
+/// Whether `pid` is a live process (zombies count as gone).
+pub fn alive(pid: u32) -> bool {
+    matches!(process_state(pid), Some(s) if s != 'Z' && s != 'X')
+}
+
+/// The live children of `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out.retain(|&p| alive(p));
+    out
+}
+
+/// The open descriptors of `pid`: (fd, what it points to).
+pub fn open_fds(pid: u32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for e in dir.flatten() {
+            let Some(fd) = e.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            let target = std::fs::read_link(e.path())
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            out.push((fd, target));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+/// Runs a future on the helpers' runtime, bounded by [`DEADLINE`].
+pub fn block_on<F: std::future::Future>(f: F) -> io::Result<F::Output> {
+    rt().block_on(async { tokio::time::timeout(DEADLINE, f).await })
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "timed out"))
+}
+
+/// An HTTP response as the tests see it.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The protocol version (`HTTP/1.1`, `HTTP/2.0`).
+    pub version: hyper::Version,
+    /// The body as text.
+    pub body: String,
+    /// The content-type header, if any.
+    pub content_type: Option<String>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+async fn send<B>(
+    sender: &mut hyper::client::conn::http1::SendRequest<B>,
+    req: Request<B>,
+) -> io::Result<Response>
+where
+    B: hyper::body::Body + 'static,
+{
+    let resp = sender.send_request(req).await.map_err(io_err)?;
+    collect(resp).await
+}
+
+async fn collect(resp: hyper::Response<hyper::body::Incoming>) -> io::Result<Response> {
+    let status = resp.status().as_u16();
+    let version = resp.version();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = resp.into_body().collect().await.map_err(io_err)?.to_bytes();
+    Ok(Response {
+        status,
+        version,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        content_type,
+    })
+}
+
+fn request(addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
+    Request::get(path)
+        .header("host", addr.to_string())
+        .body(Empty::new())
+        .expect("request")
+}
+
+/// One HTTP/1.1 keep-alive connection.
+#[derive(Debug)]
+pub struct Http1 {
+    addr: SocketAddr,
+    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+impl Http1 {
+    /// Opens a connection.
+    pub fn connect(addr: SocketAddr) -> io::Result<Http1> {
+        block_on(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(io_err)?;
+            tokio::spawn(conn);
+            Ok(Http1 { addr, sender })
+        })?
+    }
+
+    /// Sends `GET path` on this connection.
+    pub fn get(&mut self, path: &str) -> io::Result<Response> {
+        let req = request(self.addr, path);
+        let sender = &mut self.sender;
+        block_on(async move {
+            sender.ready().await.map_err(io_err)?;
+            send(sender, req).await
+        })?
+    }
+}
+
+/// `GET path` over a new HTTP/1.1 connection.
+pub fn get(addr: SocketAddr, path: &str) -> io::Result<Response> {
+    Http1::connect(addr)?.get(path)
+}
+
+/// `GET path` over HTTP/2 with prior knowledge (h2c).
+pub fn get_h2c(addr: SocketAddr, path: &str) -> io::Result<Response> {
+    let req = request(addr, path);
+    block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(io_err)?;
+        tokio::spawn(conn);
+        let resp = sender.send_request(req).await.map_err(io_err)?;
+        collect(resp).await
+    })?
+}
+
+/// Sends `requests` concurrent `GET /pid` over new connections and returns the distinct pids
+/// that answered.
+pub fn pids_answering(addr: SocketAddr, requests: usize) -> BTreeSet<u32> {
+    let result = block_on(async move {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..requests {
+            set.spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+                let (mut sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .ok()?;
+                tokio::spawn(conn);
+                let r = send(&mut sender, request(addr, "/pid")).await.ok()?;
+                r.body.trim().parse::<u32>().ok()
+            });
+        }
+        let mut pids = BTreeSet::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(Some(pid)) = r {
+                pids.insert(pid);
+            }
+        }
+        pids
+    });
+    result.unwrap_or_default()
+}
+
+/// Asks `/pid` in concurrent batches until `n` distinct pids answered (bounded by a count and
+/// [`DEADLINE`]); returns what was seen.
+pub fn wait_for_distinct_pids(addr: SocketAddr, n: usize) -> BTreeSet<u32> {
+    let mut seen = BTreeSet::new();
+    let end = Instant::now() + DEADLINE;
+    for _ in 0..200 {
+        seen.extend(pids_answering(addr, 32));
+        if seen.len() >= n || Instant::now() >= end {
+            break;
+        }
+    }
+    seen
+}
+
+/// Test certificates: a throwaway CA and a `localhost`/`127.0.0.1` leaf it signed.
+#[derive(Debug, Clone)]
+pub struct TestCerts {
+    /// The CA certificate (PEM) a client must trust.
+    pub ca_pem: String,
+    /// The leaf certificate chain (PEM).
+    pub cert_pem: String,
+    /// The leaf's private key (PKCS#8 PEM).
+    pub key_pem: String,
+}
+
+impl TestCerts {
+    /// Generates a new CA and leaf.
+    pub fn generate() -> TestCerts {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "prefork test CA");
+        let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().expect("leaf key");
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("leaf params");
+        let leaf = params.signed_by(&key, &issuer).expect("leaf cert");
+        TestCerts {
+            ca_pem: ca.pem(),
+            cert_pem: leaf.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// Writes `cert.pem` and `key.pem` into `dir` and returns their paths.
+    pub fn write_to(&self, dir: &std::path::Path) -> (PathBuf, PathBuf) {
+        std::fs::create_dir_all(dir).expect("cert dir");
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, &self.cert_pem).expect("write cert");
+        std::fs::write(&key, &self.key_pem).expect("write key");
+        (cert, key)
+    }
+}
+
+/// A fresh temporary directory under the system's temp dir (removed by the caller if it cares).
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("prefork-test-{tag}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// `GET path` over HTTPS, trusting `ca_pem` and offering ALPN `alpn` (e.g. `[b"h2", b"http/1.1"]`).
+pub fn get_tls(addr: SocketAddr, path: &str, ca_pem: &str, alpn: &[&[u8]]) -> io::Result<Response> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.map_err(io_err)?).map_err(io_err)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io_err)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let req = request(addr, path);
+    block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls_pki_types::ServerName::try_from("localhost").map_err(io_err)?;
+        let tls = connector.connect(name, tcp).await?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        if h2 {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .map_err(io_err)?;
+            tokio::spawn(conn);
+            let resp = sender.send_request(req).await.map_err(io_err)?;
+            collect(resp).await
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(io_err)?;
+            tokio::spawn(conn);
+            send(&mut sender, req).await
+        }
+    })?
+}
+
+/// What the example programs share: the flags of the example contract (DESIGN.md) and the
+/// logging set-up. Examples are allowed dev-dependencies, so they take these from here instead of
+/// repeating them four times.
+pub mod example {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    /// The example contract's flags.
+    #[derive(clap::Args, Debug, Clone)]
+    pub struct Args {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        pub addr: String,
+        /// Worker processes (threads with --no-prefork); default: the number of CPUs.
+        #[arg(long)]
+        pub workers: Option<usize>,
+        /// One SO_REUSEPORT socket per worker instead of one shared socket.
+        #[arg(long)]
+        pub reuseport: bool,
+        /// Serve from one process with the framework's usual multi-threaded set-up (the baseline).
+        #[arg(long)]
+        pub no_prefork: bool,
+        /// The `/` handler sleeps this long before answering.
+        #[arg(long, default_value_t = 0)]
+        pub sleep_ms: u64,
+        /// Certificate chain (PEM): serve HTTPS. Needs --key.
+        #[arg(long, requires = "key")]
+        pub cert: Option<PathBuf>,
+        /// Private key (PEM) for --cert.
+        #[arg(long, requires = "cert")]
+        pub key: Option<PathBuf>,
+        /// How long stopping workers may drain, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        pub shutdown_timeout_ms: u64,
+    }
+
+    impl Args {
+        /// The handler's sleep.
+        pub fn sleep(&self) -> Duration {
+            Duration::from_millis(self.sleep_ms)
+        }
+
+        /// The shutdown timeout.
+        pub fn shutdown_timeout(&self) -> Duration {
+            Duration::from_millis(self.shutdown_timeout_ms)
+        }
+
+        /// `--workers`, or the number of CPUs.
+        pub fn workers_or_cpus(&self) -> usize {
+            self.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+        }
+    }
+
+    /// Logs to stderr through `tracing` (level from `RUST_LOG`, default `info`; colours only on a
+    /// terminal).
+    pub fn init_tracing() {
+        use std::io::IsTerminal;
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init();
+    }
+}

@@ -578,6 +578,9 @@ pub mod example {
         /// How long stopping workers may drain, in milliseconds.
         #[arg(long, default_value_t = 30_000)]
         pub shutdown_timeout_ms: u64,
+        /// How long a TLS handshake may take, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        pub tls_handshake_timeout_ms: u64,
     }
 
     impl Args {
@@ -589,6 +592,19 @@ pub mod example {
         /// The shutdown timeout.
         pub fn shutdown_timeout(&self) -> Duration {
             Duration::from_millis(self.shutdown_timeout_ms)
+        }
+
+        /// The TLS configuration from `--cert` and `--key` (with the handshake timeout), if given.
+        /// It is loaded and validated by the master before any worker starts.
+        pub fn tls(&self) -> Option<prefork_core::TlsConfig> {
+            let (cert, key) = (self.cert.clone()?, self.key.clone()?);
+            Some(
+                prefork_core::TlsConfig::from_pem_files(prefork_core::PemFiles {
+                    cert_chain: cert,
+                    private_key: key,
+                })
+                .handshake_timeout(Duration::from_millis(self.tls_handshake_timeout_ms)),
+            )
         }
 
         /// `--workers`, or the number of CPUs.

@@ -16,7 +16,13 @@ fn worker_entry() {
     if !is_child() {
         return;
     }
-    let result = Prefork::new("127.0.0.1:0").run(|child| {
+    let mut prefork = Prefork::new("127.0.0.1:0");
+    if let Some(marker) = std::env::var_os("HOOK_TEST_DEATH_MARKER") {
+        prefork = prefork.on_master_death(move || {
+            let _ = std::fs::write(&marker, std::process::id().to_string());
+        });
+    }
+    let result = prefork.run(|child| {
         child.ready()?;
         if std::env::var_os("HOOK_TEST_CRASH").is_some() && child.worker_id() == 0 {
             std::process::exit(3);
@@ -25,6 +31,61 @@ fn worker_entry() {
         Ok(())
     });
     std::process::exit(if result.is_ok() { 0 } else { 1 });
+}
+
+/// A master in a process of its own (this test binary again), for the master-death test.
+#[test]
+fn master_entry() {
+    if is_child() || std::env::var_os("HOOK_TEST_MASTER").is_none() {
+        return;
+    }
+    let result = prefork()
+        .command_producer(producer(&[]))
+        .run(|_| unreachable!());
+    std::process::exit(i32::from(result.is_err()));
+}
+
+#[test]
+fn on_master_death_runs_in_each_worker_when_the_master_is_killed() {
+    let dir = prefork_testutil::temp_dir("master-death");
+    let marker = dir.join("marker");
+    let mut master = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "master_entry", "--nocapture", "--test-threads=1"])
+        .env("HOOK_TEST_MASTER", "1")
+        .env("HOOK_TEST_DEATH_MARKER", &marker)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = master.id();
+    assert!(
+        wait_until(DEADLINE, || prefork_testutil::children_of(pid).len() == 2),
+        "the master never started its workers"
+    );
+    let workers = prefork_testutil::children_of(pid);
+    master.kill().unwrap();
+    master.wait().unwrap();
+    assert!(
+        wait_until(DEADLINE, || marker.exists()),
+        "on_master_death did not run"
+    );
+    let by: u32 = wait_for_content(&marker);
+    assert!(
+        workers.contains(&by),
+        "the hook ran in a worker ({by} not in {workers:?})"
+    );
+    assert_gone(&workers);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn wait_for_content(path: &std::path::Path) -> u32 {
+    let mut v = None;
+    wait_until(DEADLINE, || {
+        v = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.parse().ok());
+        v.is_some()
+    });
+    v.expect("marker content")
 }
 
 /// Re-executes this test binary so that it runs `worker_entry` only.

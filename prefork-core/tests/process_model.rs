@@ -148,11 +148,12 @@ fn sigterm_drains_a_slow_request_and_exits_zero() {
 
 #[test]
 fn sigint_stops_each_worker_once_and_exits_zero() {
-    // As after Ctrl+C in a terminal: the workers run in their own process groups, so only the
-    // master sees SIGINT and each worker exits 0 on the single SIGTERM it forwards.
+    // Ctrl+C in a terminal sends SIGINT to the foreground process group. The workers run in
+    // their own process groups, so only the master sees it, and each worker exits 0 on the
+    // single SIGTERM the master forwards.
     let mut s = start(&[]);
     let workers = s.wait_ready();
-    s.signal(Sig::SIGINT);
+    s.signal_group(Sig::SIGINT);
     let status = s.wait_exit(DEADLINE).expect("master exits");
     assert!(status.success(), "{}", s.log());
     let log = s.log();

@@ -87,7 +87,11 @@ impl Server {
     }
 
     fn spawn(bin: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
+        use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(bin);
+        // Its own process group, as a shell gives a foreground job: `signal_group` then acts like
+        // Ctrl+C in a terminal.
+        cmd.process_group(0);
         cmd.args(args)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
@@ -203,6 +207,11 @@ impl Server {
     /// Sends `sig` to the master.
     pub fn signal(&self, sig: Signal) {
         let _ = kill(Pid::from_raw(self.pid as i32), sig);
+    }
+
+    /// Sends `sig` to the master's whole process group, as a terminal does on Ctrl+C.
+    pub fn signal_group(&self, sig: Signal) {
+        let _ = kill(Pid::from_raw(-(self.pid as i32)), sig);
     }
 
     /// Waits for the master to exit.
@@ -553,6 +562,7 @@ pub mod example {
 
     /// The example contract's flags.
     #[derive(clap::Args, Debug, Clone)]
+    #[group(id = "example-contract")]
     pub struct Args {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:8080")]

@@ -5,6 +5,7 @@
 //! `spawn_to_ready` times a whole master cycle with one worker: bind, re-exec this benchmark
 //! binary as the worker, wait for its `ready`, stop it. The worker side is this same binary,
 //! recognised by `prefork_core::is_child()` before criterion starts.
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
 
 use std::process::Command;
 use std::time::Duration;

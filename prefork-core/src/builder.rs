@@ -22,6 +22,9 @@ pub(crate) type CommandProducer = Box<dyn FnMut(&SpawnContext) -> io::Result<Com
 /// 30 seconds, gunicorn's `graceful_timeout`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default time a worker gets from its start to its `ready`: 60 seconds.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A prefork server: one master process supervising N worker processes that share the
 /// listening socket(s).
 ///
@@ -37,6 +40,7 @@ pub struct Prefork {
     pub(crate) reuseport: bool,
     pub(crate) backlog: Option<i32>,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) ready_timeout: Duration,
     pub(crate) recover: RecoverPolicy,
     pub(crate) on_child_spawn: Option<SpawnHook>,
     pub(crate) on_master_ready: Option<ReadyHook>,
@@ -56,6 +60,7 @@ impl fmt::Debug for Prefork {
             .field("reuseport", &self.reuseport)
             .field("backlog", &self.backlog)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("ready_timeout", &self.ready_timeout)
             .field("recover", &self.recover)
             .finish_non_exhaustive()
     }
@@ -70,6 +75,7 @@ impl Default for Prefork {
             reuseport: false,
             backlog: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
             recover: RecoverPolicy::default(),
             on_child_spawn: None,
             on_master_ready: None,
@@ -132,6 +138,17 @@ impl Prefork {
     /// [`DEFAULT_SHUTDOWN_TIMEOUT`] (30 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How long a worker may take from its start to [`Child::ready`]. Default:
+    /// [`DEFAULT_READY_TIMEOUT`] (60 s).
+    ///
+    /// During the initial start, a worker that misses it fails the start
+    /// ([`Error::ChildStartup`]); later, a respawned worker that misses it is killed and counts
+    /// as an unexpected exit. A worker stuck in its start-up never hangs the master.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
         self
     }
 

@@ -88,7 +88,7 @@ mod supervisor;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub use builder::{Prefork, DEFAULT_SHUTDOWN_TIMEOUT};
+pub use builder::{Prefork, DEFAULT_READY_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use child::Child;
 pub use error::{BoxError, Error};
 pub use listener::{ListenAddr, Network};

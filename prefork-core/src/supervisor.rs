@@ -31,6 +31,7 @@ struct Proc {
     control: UnixStream,
     buf: Vec<u8>,
     eof: bool,
+    started: Instant,
     ready_at: Option<Instant>,
     error: Option<String>,
     stopping: bool,
@@ -199,6 +200,7 @@ impl Supervisor {
                 }
             }
             self.read_controls();
+            self.check_ready_timeouts();
             self.reap();
             self.respawn_due();
             self.check_ready();
@@ -237,6 +239,9 @@ impl Supervisor {
                 next = next.min(at);
             }
             if let Some(p) = &w.proc {
+                if p.ready_at.is_none() && !p.stopping {
+                    next = next.min(p.started + self.cfg.ready_timeout);
+                }
                 if p.eof {
                     // Its control socket closed: the process is exiting; reap it soon.
                     next = next.min(now + Duration::from_millis(5));
@@ -297,6 +302,7 @@ impl Supervisor {
             control,
             buf: Vec::new(),
             eof: false,
+            started: Instant::now(),
             ready_at: None,
             error: None,
             stopping: false,
@@ -378,6 +384,38 @@ impl Supervisor {
             }
         }
         if let Some(e) = startup_failure {
+            self.stop(Stop::Graceful, Err(e));
+        }
+    }
+
+    /// Workers that did not report ready in time: during the initial start that fails the
+    /// start; later the worker is killed and its exit counts as unexpected.
+    fn check_ready_timeouts(&mut self) {
+        let now = Instant::now();
+        let timeout = self.cfg.ready_timeout;
+        let mut failed = None;
+        for w in &mut self.workers {
+            let Some(p) = w.proc.as_mut() else { continue };
+            if p.ready_at.is_some() || p.stopping || now < p.started + timeout {
+                continue;
+            }
+            let message = format!("did not report ready within {} ms", timeout.as_millis());
+            tracing::error!(worker = w.id, pid = p.pid, "worker {message}; killing it");
+            let _ = kill(Pid::from_raw(p.pid as i32), Signal::SIGKILL);
+            if p.error.is_none() {
+                p.error = Some(message.clone());
+            }
+            // Counted once: from now on its exit decides (startup failure or crash).
+            p.started = now + Duration::from_secs(3600 * 24 * 365);
+            if self.phase == Phase::Starting && failed.is_none() {
+                failed = Some(Error::ChildStartup {
+                    worker: w.id,
+                    pid: p.pid,
+                    message,
+                });
+            }
+        }
+        if let Some(e) = failed {
             self.stop(Stop::Graceful, Err(e));
         }
     }

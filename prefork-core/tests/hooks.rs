@@ -23,6 +23,10 @@ fn worker_entry() {
         });
     }
     let result = prefork.run(|child| {
+        if std::env::var_os("HOOK_TEST_HANG").is_some() {
+            // A start-up that never finishes (bounded, so nothing can outlive the test run).
+            std::thread::sleep(DEADLINE);
+        }
         child.ready()?;
         if std::env::var_os("HOOK_TEST_CRASH").is_some() && child.worker_id() == 0 {
             std::process::exit(3);
@@ -205,5 +209,28 @@ fn on_child_recover_reports_old_and_new_pid() {
     }
     // The replacement of one recovery is the one that crashed next.
     assert_eq!(recovered[0].1, recovered[1].0);
+    assert_gone(&spawned.borrow());
+}
+
+#[test]
+fn a_worker_that_never_gets_ready_fails_the_start() {
+    let spawned = Rc::new(RefCell::new(Vec::new()));
+    let s = spawned.clone();
+    let err = prefork()
+        .command_producer(producer(&[("HOOK_TEST_HANG", "1")]))
+        .ready_timeout(Duration::from_millis(300))
+        .shutdown_timeout(Duration::from_millis(500))
+        .on_child_spawn(move |pid| {
+            s.borrow_mut().push(pid);
+            Ok(())
+        })
+        .run(|_| unreachable!())
+        .unwrap_err();
+    assert!(matches!(err, Error::ChildStartup { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("did not report ready within 300 ms"),
+        "{err}"
+    );
     assert_gone(&spawned.borrow());
 }

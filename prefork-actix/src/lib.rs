@@ -1,1 +1,132 @@
-//! stub
+//! Prefork for actix-web: an existing app becomes a prefork server (one master process supervising
+//! N worker processes that share the listening socket) by replacing `.bind(..)?.run().await` with
+//! one call, [`run_prefork`](HttpServerExt::run_prefork).
+//!
+//! ```no_run
+//! use actix_web::{web, App, HttpServer};
+//! use prefork_actix::{HttpServerExt as _, Prefork};
+//!
+//! #[actix_web::main]
+//! async fn main() -> std::io::Result<()> {
+//!     HttpServer::new(|| App::new().route("/", web::get().to(|| async { "Hello, World!" })))
+//!         .run_prefork(Prefork::new("127.0.0.1:8080"))
+//! }
+//! ```
+//!
+//! The same from a plain `fn main()`, with every process-model option on the [`Prefork`]:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use actix_web::{web, App, HttpServer};
+//! use prefork_actix::{HttpServerExt as _, Prefork};
+//!
+//! fn main() -> std::io::Result<()> {
+//!     let prefork = Prefork::new("0.0.0.0:8080")
+//!         .workers(4)                                 // processes (default: one per CPU)
+//!         .reuseport(false)                           // one shared socket (the default)
+//!         .shutdown_timeout(Duration::from_secs(10))  // drain budget per worker
+//!         .recover_threshold(8)                       // unexpected exits tolerated
+//!         .on_master_ready(|pids| {
+//!             tracing::info!(?pids, "serving");
+//!             Ok(())
+//!         });
+//!     HttpServer::new(|| App::new().route("/", web::get().to(|| async { "Hello, World!" })))
+//!         .keep_alive(Duration::from_secs(30))  // actix's own settings stay on the HttpServer
+//!         .run_prefork(prefork)
+//! }
+//! ```
+//!
+//! # What happens where
+//! `main()` runs in the master and again in every worker (the master re-executes the program;
+//! see [`prefork_core`]). The same call does the right thing in each:
+//!
+//! - **Master:** [`Prefork::run`] binds, starts the workers and supervises them (respawns a
+//!   worker that dies, stops all on SIGTERM/SIGINT) until none is left, then returns. It runs no
+//!   async runtime and never calls the app factory.
+//! - **Worker:** the `HttpServer` is given the inherited listener(s) with `listen` (or
+//!   `listen_rustls_0_23`), runs **one actix worker thread per process** by default
+//!   ([`Config::threads`]), has actix's signal handling disabled (prefork handles SIGTERM and the
+//!   master's death) and actix's shutdown timeout set from [`Prefork::shutdown_timeout`]. It
+//!   reports ready once actix accepts, and on SIGTERM (or the master's death) it stops through
+//!   `ServerHandle::stop(true)`: stop accepting, finish the requests in flight, exit 0.
+//!
+//! # `#[actix_web::main]` or `fn main()`
+//! [`run_prefork`](HttpServerExt::run_prefork) blocks until the server has stopped; it is not a
+//! future (there is nothing to `.await`), so it reads the same in both shapes:
+//!
+//! - Under `#[actix_web::main]`, the master blocks the runtime's thread while it supervises.
+//!   That is fine: the master serves nothing, but do not expect tasks you spawned on that
+//!   runtime to make progress. In a worker, that thread is already running a runtime, so the
+//!   server runs on a thread of its own (`prefork-actix`) with a new actix `System`, and the
+//!   calling thread waits for it.
+//! - From a plain `fn main()` no runtime exists until a worker starts one for its server on the
+//!   calling thread; the master never starts one.
+//!
+//! # App state is built per worker
+//! The closure given to `HttpServer::new` is actix's app factory: it runs in each worker process,
+//! once per actix worker thread and listener, and never in the master. Build pools, caches and
+//! connections there (or with `App::data_factory` when that is async). Workers are separate
+//! processes: `web::Data` is not shared between them. Code in `main()` before the call runs in
+//! every process, the master included; guard it with [`prefork_core::is_child`] if that matters.
+//!
+//! # Options
+//! Every process-model option is a setter on the [`Prefork`] you pass: listen addresses,
+//! [`workers`](Prefork::workers), [`reuseport`](Prefork::reuseport),
+//! [`shutdown_timeout`](Prefork::shutdown_timeout), the recovery budget
+//! ([`recover_threshold`](Prefork::recover_threshold), [`recover_window`](Prefork::recover_window)),
+//! the hooks (`on_child_spawn`, `on_master_ready`, `on_child_recover`, `on_master_death`),
+//! `command_producer`, and [`tls`](Prefork::tls). The one actix setting prefork owns, threads per
+//! process, is on [`Config`]:
+//! `.run_prefork(Config::new(prefork).threads(2))`. Everything else actix offers (keep-alive,
+//! timeouts, `max_connections`, ...) is set on the `HttpServer` as usual, except `bind`/`listen`,
+//! `workers`, `disable_signals`, `shutdown_timeout` and `shutdown_signal`, which prefork owns.
+//!
+//! # TLS (feature `tls`, on by default)
+//! Set [`Prefork::tls`]; the master loads and validates the certificate and key before it starts
+//! any worker (a missing file, a file without a certificate or key, a key that does not match, or
+//! swapped files fail there, naming the path), and each worker serves with actix-web's rustls 0.23
+//! support. The crypto provider is prefork-core's *ring*; no aws-lc-rs is built.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # fn main() -> std::io::Result<()> {
+//! use actix_web::{App, HttpServer};
+//! use prefork_actix::{HttpServerExt as _, PemFiles, Prefork, TlsConfig};
+//!
+//! let tls = TlsConfig::from_pem_files(PemFiles {
+//!     cert_chain: "cert.pem".into(),
+//!     private_key: "key.pem".into(),
+//! });
+//! HttpServer::new(|| App::new()).run_prefork(Prefork::new("0.0.0.0:8443").tls(tls))
+//! # }
+//! # #[cfg(not(feature = "tls"))]
+//! # fn main() {}
+//! ```
+//!
+//! - **HTTP/2 by ALPN:** actix offers `h2` and `http/1.1` on every TLS listener, ahead of any
+//!   other protocol in the configuration (which are kept). It offers `h2` even when
+//!   [`TlsConfig::alpn`] leaves it out: that is actix's rule.
+//! - **Handshake timeout:** [`TlsConfig::handshake_timeout`] (default 10 s) becomes actix's
+//!   `tls_handshake_timeout`, so a client that stalls mid-handshake loses its connection. A
+//!   failed handshake (plain HTTP, garbage, a stall) costs that connection only.
+//!
+//! # Logging
+//! Through [`tracing`]: the master's lines (`listening`, `worker started`, `all workers ready`,
+//! ...) come from [`prefork_core`], actix-server logs its own start and stop, and this crate logs
+//! only at debug level.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod ext;
+mod worker;
+
+pub use config::{Config, DEFAULT_THREADS};
+pub use ext::HttpServerExt;
+
+/// The process model this crate builds on (the same version), for its other types.
+pub use prefork_core;
+#[doc(no_inline)]
+pub use prefork_core::Prefork;
+#[cfg(feature = "tls")]
+#[doc(no_inline)]
+pub use prefork_core::{PemFiles, TlsConfig};

@@ -113,6 +113,20 @@ impl Child {
         self.control.ready()
     }
 
+    /// Whether the master was configured with TLS ([`Prefork::tls`](crate::Prefork)). Always
+    /// available, so an adapter built without TLS support can refuse to serve plain text on a
+    /// port meant for TLS.
+    pub fn tls_requested(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
     /// The validated TLS configuration, if [`Prefork::tls`](crate::Prefork::tls) was set.
     #[cfg(feature = "tls")]
     pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {

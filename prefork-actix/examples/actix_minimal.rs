@@ -1,0 +1,36 @@
+//! The smallest prefork actix-web program, from a plain `fn main()` (no async runtime in the
+//! master at all; each worker starts its own).
+//!
+//! Run with: `cargo run -p prefork-actix --example actix_minimal -- --addr 127.0.0.1:8080 --workers 2`
+//!
+//! Takes the flags of the example contract (see DESIGN.md) but uses only `--addr` and
+//! `--workers`; see `actix_hello` for the full program.
+
+use actix_web::{web, App, HttpServer};
+use clap::Parser;
+use prefork_actix::{HttpServerExt as _, Prefork};
+use prefork_testutil::example;
+
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    common: example::Args,
+}
+
+fn main() -> std::io::Result<()> {
+    example::init_tracing();
+    let args = Args::parse().common;
+    let mut prefork = Prefork::new(args.addr.as_str());
+    if let Some(n) = args.workers {
+        prefork = prefork.workers(n);
+    }
+    HttpServer::new(|| {
+        App::new()
+            .route("/", web::get().to(|| async { "Hello, World!" }))
+            .route(
+                "/pid",
+                web::get().to(|| async { std::process::id().to_string() }),
+            )
+    })
+    .run_prefork(prefork)
+}

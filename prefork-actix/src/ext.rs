@@ -1,0 +1,241 @@
+//! The extension trait on `actix_web::HttpServer`: supervise in the master, serve in a worker.
+
+use std::{fmt, io, time::Duration};
+
+use actix_http::Request;
+use actix_service::IntoServiceFactory;
+use actix_web::body::MessageBody;
+use actix_web::dev::{AppConfig, Response, Service, ServiceFactory};
+use actix_web::{Error, HttpServer};
+use prefork_core::Child;
+
+use crate::config::Config;
+use crate::worker;
+
+mod private {
+    pub trait Sealed {}
+}
+
+impl<F, I, S, B> private::Sealed for HttpServer<F, I, S, B>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig>,
+    S::Error: Into<Error>,
+    S::InitError: fmt::Debug,
+    S::Response: Into<Response<B>>,
+    B: MessageBody,
+{
+}
+
+/// Runs an [`actix_web::HttpServer`] as a prefork server: one master process supervising N
+/// worker processes that share the listening socket(s).
+///
+/// Sealed: implemented for `HttpServer` only. See the [crate docs](crate) for the full picture.
+pub trait HttpServerExt: private::Sealed {
+    /// Supervises in the master; serves this server in a worker. Blocks until the server is
+    /// stopped; not a future, so there is nothing to `.await`.
+    ///
+    /// `config` is a configured [`Prefork`](prefork_core::Prefork) (address(es), worker
+    /// processes, `SO_REUSEPORT`, shutdown timeout, recovery budget, hooks, TLS), or a
+    /// [`Config`] for more actix threads per process.
+    ///
+    /// **In the master** this is [`Prefork::run`](prefork_core::Prefork::run): bind, start the
+    /// workers (re-executing this program), supervise them until SIGTERM/SIGINT, return when none
+    /// is left. The app factory is never called and no async runtime is needed or started; the
+    /// calling thread is blocked while the master supervises, which is fine even inside
+    /// `#[actix_web::main]` because the master serves nothing.
+    ///
+    /// **In a worker** it configures this `HttpServer` and runs it:
+    /// - `listen` on each inherited listener (`listen_rustls_0_23` with the TLS configuration
+    ///   validated by the master, when [`Prefork::tls`](prefork_core::Prefork::tls) is set, and
+    ///   `tls_handshake_timeout` from it);
+    /// - `workers(threads)`: one actix worker thread per process by default;
+    /// - `disable_signals()`: prefork's worker side handles SIGTERM/SIGINT and the master's
+    ///   death, so signals are not handled twice;
+    /// - `shutdown_timeout`: the prefork shutdown timeout rounded up to whole seconds (actix
+    ///   counts seconds); the master's SIGKILL at the exact timeout stays the hard limit;
+    /// - reports ready to the master once actix has started its worker threads (each has built
+    ///   its app) and its accept thread;
+    /// - on the worker's shutdown notification calls `ServerHandle::stop(true)`: stop
+    ///   accepting, finish in-flight requests, return `Ok(())`.
+    ///
+    /// Where the calling thread already runs an async runtime (`#[actix_web::main]`,
+    /// `#[tokio::main]`), the server runs on a thread of its own (`prefork-actix`) with a new
+    /// actix `System`, and the calling thread waits for it; otherwise it runs on the calling
+    /// thread.
+    ///
+    /// Configure everything else on the `HttpServer` as usual (`keep_alive`,
+    /// `client_request_timeout`, `max_connections`, ...). Do not call `bind`/`listen` (the
+    /// listeners come from the [`Prefork`](prefork_core::Prefork)), nor `workers`,
+    /// `disable_signals`, `shutdown_timeout` or `shutdown_signal`, which this method owns.
+    ///
+    /// # Errors
+    /// - [`InvalidInput`](io::ErrorKind::InvalidInput): `threads` is 0, or the `HttpServer`
+    ///   already has sockets (`bind` or `listen` was called); checked before anything starts.
+    /// - Every error of [`Prefork::run`](prefork_core::Prefork::run), converted into
+    ///   [`io::Error`] with its message (the [`prefork_core::Error`] is its inner error): zero
+    ///   workers, a bad address, a port in use, a bad certificate or key, a worker that failed to
+    ///   start (e.g. its app factory failed), too many unexpected worker exits, a failed hook.
+    /// - In a worker: actix failing to start or serve, e.g. `cannot serve on 127.0.0.1:8080: ...`.
+    ///
+    /// # Panics
+    /// Propagates a panic of the server's own `prefork-actix` thread (see above) to the caller.
+    fn run_prefork(self, config: impl Into<Config>) -> io::Result<()>;
+}
+
+impl<F, I, S, B> HttpServerExt for HttpServer<F, I, S, B>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<Error> + 'static,
+    S::InitError: fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    fn run_prefork(self, config: impl Into<Config>) -> io::Result<()> {
+        let Config { prefork, threads } = config.into();
+        if threads == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "prefork-actix: threads per worker must be at least 1",
+            ));
+        }
+        if !self.addrs().is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "prefork-actix: the HttpServer is already bound to {:?}; remove the \
+                     bind/listen call: the listen addresses come from the Prefork",
+                    self.addrs()
+                ),
+            ));
+        }
+        prefork.run(|mut child| {
+            let server = attach(self, &mut child, threads)?.run();
+            worker::run(server, &child)
+        })?;
+        Ok(())
+    }
+}
+
+/// Configures the server for this worker and attaches the inherited listeners.
+fn attach<F, I, S, B>(
+    server: HttpServer<F, I, S, B>,
+    child: &mut Child,
+    threads: usize,
+) -> io::Result<HttpServer<F, I, S, B>>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<Error> + 'static,
+    S::InitError: fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    #[cfg(not(feature = "tls"))]
+    if child.tls_requested() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "TLS is configured but prefork-actix was built without its `tls` feature",
+        ));
+    }
+    let mut server = server
+        .workers(threads)
+        .disable_signals()
+        .shutdown_timeout(whole_seconds_up(child.shutdown_timeout()));
+    #[cfg(feature = "tls")]
+    let tls = child.tls_config().map(|config| actix_tls_config(&config));
+    #[cfg(feature = "tls")]
+    if tls.is_some() {
+        server = server.tls_handshake_timeout(child.tls_handshake_timeout());
+    }
+    for listener in child.take_listeners() {
+        let addr = listener.local_addr()?;
+        #[cfg(feature = "tls")]
+        let attached = match &tls {
+            Some(config) => server.listen_rustls_0_23(listener, config.clone()),
+            None => server.listen(listener),
+        };
+        #[cfg(not(feature = "tls"))]
+        let attached = server.listen(listener);
+        server = attached
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot serve on {addr}: {e}")))?;
+    }
+    tracing::debug!(
+        worker = child.worker_id(),
+        threads,
+        "starting the actix server"
+    );
+    Ok(server)
+}
+
+/// actix offers `h2` (with its `http2` feature, which `tls` turns on) and `http/1.1` on every
+/// TLS listener, in front of the configuration's own ALPN list; drop those two from the list so
+/// they are not offered twice, and keep any other protocol the user configured.
+#[cfg(feature = "tls")]
+fn actix_tls_config(
+    config: &prefork_core::rustls::ServerConfig,
+) -> prefork_core::rustls::ServerConfig {
+    let mut config = config.clone();
+    config
+        .alpn_protocols
+        .retain(|p| p.as_slice() != b"h2" && p.as_slice() != b"http/1.1");
+    config
+}
+
+/// actix's shutdown timeout is whole seconds: round up, so actix never cuts a drain shorter than
+/// the prefork budget (the master's SIGKILL enforces the exact one).
+fn whole_seconds_up(timeout: Duration) -> u64 {
+    timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_timeout_rounds_up_to_whole_seconds() {
+        assert_eq!(whole_seconds_up(Duration::ZERO), 0);
+        assert_eq!(whole_seconds_up(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds_up(Duration::from_secs(30)), 30);
+        assert_eq!(whole_seconds_up(Duration::from_millis(1500)), 2);
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn alpn_keeps_only_protocols_actix_does_not_add() {
+        let mut config = prefork_core::rustls::ServerConfig::builder_with_provider(
+            std::sync::Arc::new(prefork_core::rustls::crypto::ring::default_provider()),
+        )
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(std::sync::Arc::new(NoCert));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"acme-tls/1".to_vec(), b"http/1.1".to_vec()];
+        assert_eq!(
+            actix_tls_config(&config).alpn_protocols,
+            vec![b"acme-tls/1".to_vec()]
+        );
+    }
+
+    #[cfg(feature = "tls")]
+    #[derive(Debug)]
+    struct NoCert;
+
+    #[cfg(feature = "tls")]
+    impl prefork_core::rustls::server::ResolvesServerCert for NoCert {
+        fn resolve(
+            &self,
+            _: prefork_core::rustls::server::ClientHello<'_>,
+        ) -> Option<std::sync::Arc<prefork_core::rustls::sign::CertifiedKey>> {
+            None
+        }
+    }
+}

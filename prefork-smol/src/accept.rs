@@ -1,0 +1,206 @@
+//! The accept loop (stops on shutdown, survives EMFILE) and the tracker that lets a worker wait
+//! for its connections to finish.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::pin::pin;
+use std::time::Duration;
+
+use async_io::{Async, Timer};
+use prefork_core::Shutdown;
+use smol::channel::{Receiver, Sender};
+use smol::future;
+
+/// The first pause after an accept error such as EMFILE; it doubles while errors repeat.
+pub(crate) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest pause between accept attempts while errors repeat.
+pub(crate) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+enum Event<T> {
+    Accepted(T),
+    Stop,
+}
+
+/// Errors that concern one connection only (the peer gave up before `accept` returned): retry
+/// at once.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Accepts connections from `listener` and hands each to `on_connection`, until `shutdown`
+/// completes; then drops the listener (the worker's copy of it).
+///
+/// Accept errors are not fatal: a per-connection error is retried at once; any other (EMFILE,
+/// ENFILE, ENOBUFS, ENOMEM) is logged and retried after a pause that doubles from
+/// [`ACCEPT_BACKOFF_MIN`] up to [`ACCEPT_BACKOFF_MAX`] while the errors last.
+pub(crate) async fn accept_loop(
+    listener: Async<TcpListener>,
+    shutdown: Shutdown,
+    mut on_connection: impl FnMut(Async<TcpStream>, SocketAddr),
+) {
+    let addr = crate::listener::describe(listener.get_ref());
+    let mut shutdown = pin!(shutdown);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        // The shutdown is polled first: under load `accept` is always ready, and it must not
+        // keep a stopping worker accepting.
+        let event = future::or(
+            async {
+                shutdown.as_mut().await;
+                Event::Stop
+            },
+            async { Event::Accepted(listener.accept().await) },
+        )
+        .await;
+        match event {
+            Event::Stop => break,
+            Event::Accepted(Ok((stream, peer))) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                let _ = stream.get_ref().set_nodelay(true);
+                on_connection(stream, peer);
+            }
+            Event::Accepted(Err(e)) if is_connection_error(&e) => {
+                tracing::debug!(%addr, error = %e, "accept: connection failed before it was accepted");
+            }
+            Event::Accepted(Err(e)) => {
+                tracing::warn!(
+                    %addr,
+                    error = %e,
+                    pause_ms = backoff.as_millis() as u64,
+                    "accept failed; retrying after a pause"
+                );
+                let stopped = future::or(
+                    async {
+                        Timer::after(backoff).await;
+                        false
+                    },
+                    async {
+                        shutdown.as_mut().await;
+                        true
+                    },
+                )
+                .await;
+                if stopped {
+                    break;
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+    tracing::debug!(%addr, "stopped accepting");
+}
+
+/// Counts live connections: each holds a [`ConnectionGuard`]; [`Tracker::drain`] waits until
+/// every guard is dropped.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    guard: Sender<()>,
+    done: Receiver<()>,
+}
+
+/// Held by a connection's task for as long as the connection lives.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionGuard {
+    _guard: Sender<()>,
+}
+
+impl Tracker {
+    pub(crate) fn new() -> Self {
+        let (guard, done) = smol::channel::bounded(1);
+        Tracker { guard, done }
+    }
+
+    pub(crate) fn guard(&self) -> ConnectionGuard {
+        ConnectionGuard {
+            _guard: self.guard.clone(),
+        }
+    }
+
+    /// Waits until every connection is gone, at most `timeout`. Returns the number of
+    /// connections still open when it gave up (0 if all finished).
+    pub(crate) async fn drain(self, timeout: Duration) -> usize {
+        let Tracker { guard, done } = self;
+        drop(guard);
+        let all_done = future::or(
+            async {
+                // Every sender dropped: the channel is closed.
+                let _ = done.recv().await;
+                true
+            },
+            async {
+                Timer::after(timeout).await;
+                false
+            },
+        )
+        .await;
+        if all_done {
+            0
+        } else {
+            done.sender_count()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_waits_for_guards_and_reports_stragglers() {
+        smol::block_on(async {
+            let t = Tracker::new();
+            let g = t.guard();
+            let ex = smol::Executor::new();
+            let task = ex.spawn(async move {
+                Timer::after(Duration::from_millis(20)).await;
+                drop(g);
+            });
+            let drained = ex.run(t.drain(Duration::from_secs(30))).await;
+            assert_eq!(drained, 0);
+            task.await;
+
+            let t = Tracker::new();
+            let _stuck = t.guard();
+            let _stuck2 = t.guard();
+            assert_eq!(t.drain(Duration::from_millis(10)).await, 2);
+        });
+    }
+
+    #[test]
+    fn a_stopping_accept_loop_leaves_pending_connections_alone() {
+        // Connections wait in the queue, yet the loop stops at once: in shared-socket mode they
+        // belong to the workers that keep accepting.
+        let shutdown = Shutdown::new().unwrap();
+        let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+        let addr = listener.get_ref().local_addr().unwrap();
+        let _queued: Vec<_> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        shutdown.trigger(prefork_core::ShutdownReason::Requested);
+        let mut accepted = 0;
+        smol::block_on(accept_loop(listener, shutdown, |_, _| accepted += 1));
+        assert_eq!(accepted, 0);
+    }
+
+    #[test]
+    fn accept_loop_stops_on_shutdown() {
+        let shutdown = Shutdown::new().unwrap();
+        let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+        let addr = listener.get_ref().local_addr().unwrap();
+        let s = shutdown.clone();
+        smol::block_on(async move {
+            let mut accepted = 0;
+            let client = std::thread::spawn(move || {
+                let _c = TcpStream::connect(addr).unwrap();
+                s.trigger(prefork_core::ShutdownReason::Requested);
+            });
+            accept_loop(listener, shutdown, |_, _| accepted += 1).await;
+            client.join().unwrap();
+            assert!(accepted <= 1);
+        });
+    }
+}

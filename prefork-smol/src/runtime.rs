@@ -1,0 +1,117 @@
+//! The per-process executor: one `smol::Executor` driven by the calling thread and, on request,
+//! by more threads of its own.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use smol::channel::Sender;
+use smol::Executor;
+
+/// The executor every task of a worker runs on.
+pub(crate) type SharedExecutor = Arc<Executor<'static>>;
+
+/// Extra threads that run the executor until they are told to stop; joined on drop.
+struct Threads {
+    stop: Option<Sender<()>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        // Closing the channel ends every thread's `run`.
+        drop(self.stop.take());
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+pub(crate) fn check_threads(threads: usize) -> io::Result<()> {
+    if threads == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "executor threads must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `f`'s future on a new executor driven by this thread plus `threads - 1` more, and returns
+/// its output. Tasks still running when the future completes are dropped with the executor.
+pub(crate) fn block_on<F, Fut, T>(threads: usize, f: F) -> io::Result<T>
+where
+    F: FnOnce(SharedExecutor) -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
+    check_threads(threads)?;
+    let ex: SharedExecutor = Arc::new(Executor::new());
+    let (stop, stopped) = smol::channel::bounded::<()>(1);
+    let mut extra = Threads {
+        stop: Some(stop),
+        handles: Vec::with_capacity(threads - 1),
+    };
+    for i in 1..threads {
+        let ex = ex.clone();
+        let stopped = stopped.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("prefork-smol-{i}"))
+            .spawn(move || {
+                let _ = async_io::block_on(ex.run(stopped.recv()));
+            })
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot start executor thread {i}: {e}"))
+            })?;
+        extra.handles.push(handle);
+    }
+    let result = async_io::block_on(ex.run(f(ex.clone())));
+    drop(extra);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    #[test]
+    fn zero_threads_is_refused() {
+        let e = block_on(0, |_| async { Ok(()) }).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn tasks_run_on_every_thread() {
+        // Each task blocks its thread briefly, so with 3 threads and 3 concurrent tasks every
+        // thread ends up running one (bounded: at most 50 attempts).
+        let seen = Arc::new(Mutex::new(BTreeSet::new()));
+        let s = seen.clone();
+        block_on(3, move |ex| async move {
+            for _ in 0..50 {
+                let tasks: Vec<_> = (0..3)
+                    .map(|_| {
+                        let s = s.clone();
+                        ex.spawn(async move {
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                            s.lock()
+                                .unwrap()
+                                .insert(format!("{:?}", std::thread::current().id()));
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await;
+                }
+                if s.lock().unwrap().len() == 3 {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 3);
+    }
+}

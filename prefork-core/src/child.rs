@@ -104,6 +104,13 @@ impl Child {
         self.shutdown_timeout
     }
 
+    /// How long to let in-flight work finish once the shutdown starts: the shutdown timeout less
+    /// a margin (a quarter of it, at most 1 s), so a worker that drains for its whole budget still
+    /// exits on its own before the master's SIGKILL.
+    pub fn drain_timeout(&self) -> Duration {
+        drain_timeout(self.shutdown_timeout)
+    }
+
     /// Tells the master that this worker accepts connections. Call it once the accept loop runs;
     /// later calls do nothing.
     ///
@@ -145,6 +152,10 @@ impl Child {
     pub(crate) fn control(&self) -> Arc<Control> {
         self.control.clone()
     }
+}
+
+pub(crate) fn drain_timeout(shutdown_timeout: Duration) -> Duration {
+    shutdown_timeout - (shutdown_timeout / 4).min(Duration::from_secs(1))
 }
 
 fn env_var(name: &str) -> Result<String, Error> {
@@ -297,19 +308,9 @@ fn watch(
     timeout: Duration,
     on_master_death: Option<MasterDeathHook>,
 ) -> Result<(), Error> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+    shutdown
+        .trigger_on_signals()
         .map_err(|e| Error::io("installing SIGTERM/SIGINT handlers", e))?;
-    let s = shutdown.clone();
-    std::thread::Builder::new()
-        .name("prefork-signals".into())
-        .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                tracing::debug!(signal = sig, "worker received a stop signal");
-                s.trigger(ShutdownReason::Signal(sig));
-            }
-        })
-        .map_err(|e| Error::io("starting the signal thread", e))?;
 
     let mut stream = control
         .stream
@@ -352,4 +353,22 @@ fn watch(
         })
         .map_err(|e| Error::io("starting the watchdog thread", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_leaves_a_margin_before_the_kill() {
+        assert_eq!(
+            drain_timeout(Duration::from_secs(30)),
+            Duration::from_secs(29)
+        );
+        assert_eq!(
+            drain_timeout(Duration::from_secs(2)),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(drain_timeout(Duration::ZERO), Duration::ZERO);
+    }
 }

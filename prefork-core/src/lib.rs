@@ -91,7 +91,7 @@ mod tls;
 pub use builder::{Prefork, DEFAULT_READY_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT};
 pub use child::Child;
 pub use error::{BoxError, Error};
-pub use listener::{ListenAddr, Network};
+pub use listener::{bind, ListenAddr, Network};
 pub use policy::RecoverPolicy;
 pub use role::{is_child, worker_id, ENV_CHILD, ENV_WORKER_ID};
 pub use shutdown::{Shutdown, ShutdownReason};

@@ -146,6 +146,27 @@ pub(crate) fn listen(
     Ok(socket)
 }
 
+/// Binds `addr` the way a prefork master does (`SO_REUSEADDR`, the backlog from
+/// `/proc/sys/net/core/somaxconn`), for a process that serves without a master: a
+/// single-process mode such as the examples' `--no-prefork` baseline. The listener is
+/// non-blocking.
+///
+/// # Errors
+/// [`Error::Address`] if the address does not parse or resolve, [`Error::Bind`] if binding fails
+/// (port in use, permission denied); both name the address.
+pub fn bind(addr: impl Into<ListenAddr>) -> Result<TcpListener, Error> {
+    let resolved = addr.into().resolve(Network::Tcp)?;
+    let socket = listen(resolved, Network::Tcp, false, default_backlog())?;
+    let listener = TcpListener::from(OwnedFd::from(socket));
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| Error::Bind {
+            addr: resolved,
+            source,
+        })?;
+    Ok(listener)
+}
+
 /// Is `fd` open in this process?
 pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     nix::fcntl::fcntl(

@@ -97,6 +97,35 @@ impl Shutdown {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
+    /// A notification triggered by the first SIGTERM or SIGINT, for a process that runs without
+    /// a master (a single-process mode, such as the examples' `--no-prefork` baseline). In a
+    /// prefork worker use [`Child::shutdown`](crate::Child::shutdown) instead, which also
+    /// completes on the master's death.
+    ///
+    /// # Errors
+    /// Fails if the signal handlers or their thread cannot be installed.
+    pub fn on_signals() -> std::io::Result<Shutdown> {
+        let shutdown = Shutdown::new()?;
+        shutdown.trigger_on_signals()?;
+        Ok(shutdown)
+    }
+
+    /// Starts a thread that triggers this notification on the first SIGTERM or SIGINT.
+    pub(crate) fn trigger_on_signals(&self) -> std::io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+        let s = self.clone();
+        std::thread::Builder::new()
+            .name("prefork-signals".into())
+            .spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    tracing::debug!(signal = sig, "stop signal received");
+                    s.trigger(ShutdownReason::Signal(sig));
+                }
+            })?;
+        Ok(())
+    }
+
     /// Triggers the shutdown (the first reason wins). Returns `true` if this call triggered it.
     pub fn trigger(&self, reason: ShutdownReason) -> bool {
         let wakers = {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use prefork_testutil::{
-    alive, children_of, field, get, open_fds, process_state, wait_for_distinct_pids, wait_until,
+    alive, assert_all_gone, children_of, field, get, open_fds, wait_for_distinct_pids, wait_until,
     Server, Sig, DEADLINE,
 };
 
@@ -18,17 +18,6 @@ fn start(extra: &[&str]) -> Server {
     let mut args = vec!["--addr", "127.0.0.1:0", "--workers", "2"];
     args.extend_from_slice(extra);
     Server::start(&bin(), &args)
-}
-
-/// Waits until every pid in `pids` is gone from the process table (not even a zombie).
-fn assert_all_gone(pids: impl IntoIterator<Item = u32>, log: &str) {
-    for pid in pids {
-        assert!(
-            wait_until(DEADLINE, || process_state(pid).is_none()),
-            "process {pid} is still there (state {:?}); log:\n{log}",
-            process_state(pid)
-        );
-    }
 }
 
 #[test]

@@ -309,7 +309,7 @@ fn watch(
     on_master_death: Option<MasterDeathHook>,
 ) -> Result<(), Error> {
     shutdown
-        .trigger_on_signals()
+        .trigger_on_signals(false)
         .map_err(|e| Error::io("installing SIGTERM/SIGINT handlers", e))?;
 
     let mut stream = control

@@ -98,29 +98,38 @@ impl Shutdown {
     }
 
     /// A notification triggered by the first SIGTERM or SIGINT, for a process that runs without
-    /// a master (a single-process mode, such as the examples' `--no-prefork` baseline). In a
-    /// prefork worker use [`Child::shutdown`](crate::Child::shutdown) instead, which also
-    /// completes on the master's death.
+    /// a master (a single-process mode, such as the examples' `--no-prefork` baseline); a second
+    /// SIGTERM or SIGINT exits the process at once with status 1, as a second Ctrl+C does to a
+    /// master. In a prefork worker use [`Child::shutdown`](crate::Child::shutdown) instead,
+    /// which also completes on the master's death.
     ///
     /// # Errors
     /// Fails if the signal handlers or their thread cannot be installed.
     pub fn on_signals() -> std::io::Result<Shutdown> {
         let shutdown = Shutdown::new()?;
-        shutdown.trigger_on_signals()?;
+        shutdown.trigger_on_signals(true)?;
         Ok(shutdown)
     }
 
-    /// Starts a thread that triggers this notification on the first SIGTERM or SIGINT.
-    pub(crate) fn trigger_on_signals(&self) -> std::io::Result<()> {
+    /// Starts a thread that triggers this notification on the first SIGTERM or SIGINT, and
+    /// exits the process on the second if `exit_on_second`.
+    pub(crate) fn trigger_on_signals(&self, exit_on_second: bool) -> std::io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
         let s = self.clone();
         std::thread::Builder::new()
             .name("prefork-signals".into())
             .spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    tracing::debug!(signal = sig, "stop signal received");
+                let mut signals = signals.forever();
+                if let Some(sig) = signals.next() {
+                    tracing::info!(signal = sig, "stop signal: draining");
                     s.trigger(ShutdownReason::Signal(sig));
+                }
+                if exit_on_second {
+                    if let Some(sig) = signals.next() {
+                        tracing::warn!(signal = sig, "second stop signal: exiting at once");
+                        std::process::exit(1);
+                    }
                 }
             })?;
         Ok(())

@@ -4,14 +4,14 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper::{Request, Response};
-use prefork_core::{Shutdown, ShutdownReason, DEFAULT_SHUTDOWN_TIMEOUT};
+use prefork_core::{Shutdown, DEFAULT_SHUTDOWN_TIMEOUT};
 
 use crate::http::BoxError;
 use crate::runtime::{self, SharedExecutor};
@@ -77,20 +77,8 @@ impl Standalone {
     /// # Errors
     /// The address does not resolve, or binding fails (port in use, permission denied); the
     /// message names the address.
-    pub fn bind(addr: impl ToSocketAddrs + fmt::Display) -> io::Result<Self> {
-        let resolved = addr
-            .to_socket_addrs()
-            .map_err(|e| io::Error::new(e.kind(), format!("invalid listen address {addr}: {e}")))?
-            .next()
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("invalid listen address {addr}: it resolves to nothing"),
-                )
-            })?;
-        let listener = listen(resolved)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {resolved}: {e}")))?;
-        Ok(Standalone::new(vec![listener]))
+    pub fn bind(addr: impl Into<prefork_core::ListenAddr>) -> io::Result<Self> {
+        Ok(Standalone::new(vec![prefork_core::bind(addr)?]))
     }
 
     /// Executor threads. Default: 1. `0` is refused by `serve`/`run` with
@@ -188,7 +176,12 @@ impl Standalone {
         };
         let shutdown = match self.shutdown {
             Some(s) => s,
-            None => stop_on_signals()?,
+            None => Shutdown::on_signals().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot install SIGTERM/SIGINT handlers: {e}"),
+                )
+            })?,
         };
         let mut listeners = Vec::with_capacity(self.listeners.len());
         for l in self.listeners {
@@ -216,47 +209,4 @@ impl Standalone {
             })
         })
     }
-}
-
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(backlog())?;
-    Ok(socket.into())
-}
-
-fn backlog() -> i32 {
-    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(4096)
-}
-
-/// A shutdown notification triggered by the first SIGTERM or SIGINT; the second one exits.
-fn stop_on_signals() -> io::Result<Shutdown> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let shutdown = Shutdown::new()?;
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot install SIGTERM/SIGINT handlers: {e}"),
-        )
-    })?;
-    let s = shutdown.clone();
-    std::thread::Builder::new()
-        .name("prefork-smol-signals".into())
-        .spawn(move || {
-            let mut signals = signals.forever();
-            if let Some(sig) = signals.next() {
-                tracing::info!(signal = sig, "stopping: draining in-flight requests");
-                s.trigger(ShutdownReason::Signal(sig));
-            }
-            if let Some(sig) = signals.next() {
-                tracing::warn!(signal = sig, "second stop signal: exiting at once");
-                std::process::exit(1);
-            }
-        })?;
-    Ok(shutdown)
 }

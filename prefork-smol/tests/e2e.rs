@@ -12,7 +12,8 @@ use nix::unistd::Pid;
 use prefork_testutil::{
     alive, field, get, open_fds, wait_for_distinct_pids, wait_until, Http1, Server, Sig, DEADLINE,
 };
-use util::{assert_all_gone, connect, hello_bin, raw_get, server_closes, start};
+use prefork_testutil::{assert_all_gone, raw_get, server_closes};
+use util::{connect, hello_bin, start};
 
 fn start_two(extra: &[&str]) -> Server {
     let mut args = vec!["--workers", "2"];

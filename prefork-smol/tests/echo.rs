@@ -4,8 +4,9 @@ mod util;
 
 use std::io::{Read, Write};
 
+use prefork_testutil::{assert_all_gone, server_closes};
 use prefork_testutil::{wait_until, Sig, DEADLINE};
-use util::{assert_all_gone, connect, server_closes, start};
+use util::{connect, start};
 
 #[test]
 fn echo_workers_echo_and_stop_on_sigterm() {

@@ -8,8 +8,9 @@ mod util;
 use std::collections::BTreeSet;
 use std::io::Write;
 
+use prefork_testutil::server_closes;
 use prefork_testutil::{get, get_tls, temp_dir, Server, TestCerts};
-use util::{connect, hello_bin, server_closes, start};
+use util::{connect, hello_bin, start};
 
 #[test]
 fn https_serves_h2_and_http1_and_bad_handshakes_cost_one_connection() {

@@ -3,10 +3,9 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use prefork_testutil::{
-    alive, assert_all_gone, children_of, field, get, open_fds, wait_for_distinct_pids, wait_until,
+    alive, assert_all_gone, children_of, contract, open_fds, wait_for_distinct_pids, wait_until,
     Server, Sig, DEADLINE,
 };
 
@@ -20,67 +19,30 @@ fn start(extra: &[&str]) -> Server {
     Server::start(&bin(), &args)
 }
 
+// The contract every example server meets (prefork-testutil's `contract` module).
+
 #[test]
-fn workers_answer_with_distinct_pids() {
-    let s = start(&[]);
-    let ready: BTreeSet<u32> = s.wait_ready().into_iter().collect();
-    assert_eq!(ready.len(), 2, "{}", s.log());
-    let seen = wait_for_distinct_pids(s.addr, 2);
-    assert_eq!(seen, ready, "pids answering /pid must be the ready workers");
-    let r = get(s.addr, "/").unwrap();
-    assert_eq!((r.status, r.body.as_str()), (200, "Hello, World!"));
-    assert_eq!(r.content_type.as_deref(), Some("text/plain"));
+fn serves_respawns_and_dies_with_the_master() {
+    contract::serves_respawns_and_dies_with_the_master(&bin(), &[]);
 }
+
+#[test]
+fn sigterm_drains_a_slow_request() {
+    contract::sigterm_drains_a_slow_request(&bin(), &[]);
+}
+
+#[test]
+fn bad_input_fails_fast() {
+    contract::bad_input_fails_fast(&bin());
+}
+
+// The process model itself.
 
 #[test]
 fn reuseport_mode_serves_from_every_worker() {
     let s = start(&["--reuseport"]);
     let ready: BTreeSet<u32> = s.wait_ready().into_iter().collect();
     assert_eq!(wait_for_distinct_pids(s.addr, 2), ready);
-}
-
-#[test]
-fn killed_worker_is_replaced_under_the_same_id() {
-    let s = start(&[]);
-    let pids = s.wait_ready();
-    let victim = pids[0];
-    let log = s.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("worker started") && field(l, "pid") == Some(&victim.to_string()))
-        .unwrap();
-    let id = field(line, "worker").unwrap().to_owned();
-
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), Sig::SIGKILL).unwrap();
-    assert!(
-        s.wait_log("worker started", 3),
-        "no respawn; log:\n{}",
-        s.log()
-    );
-    let log = s.log();
-    assert!(log.contains("worker exited unexpectedly"), "{log}");
-    assert!(
-        log.contains("SIGKILL"),
-        "the exit is logged with the signal name:\n{log}"
-    );
-    let respawn = log
-        .lines()
-        .filter(|l| l.contains("worker started"))
-        .nth(2)
-        .unwrap();
-    assert_eq!(
-        field(respawn, "worker"),
-        Some(id.as_str()),
-        "same worker id:\n{log}"
-    );
-    assert_eq!(field(respawn, "generation"), Some("2"));
-    let new_pid: u32 = field(respawn, "pid").unwrap().parse().unwrap();
-    assert_ne!(new_pid, victim);
-    // The victim was reaped by the master: not even a zombie is left.
-    assert_all_gone([victim], &log);
-
-    let expected: BTreeSet<u32> = [pids[1], new_pid].into();
-    assert_eq!(wait_for_distinct_pids(s.addr, 2), expected, "{}", s.log());
 }
 
 #[test]
@@ -111,31 +73,6 @@ fn over_recovery_stops_everything_with_an_error() {
 }
 
 #[test]
-fn sigterm_drains_a_slow_request_and_exits_zero() {
-    let mut s = start(&["--sleep-ms", "1500"]);
-    let workers = s.wait_ready();
-    let addr = s.addr;
-    let request = std::thread::spawn(move || get(addr, "/"));
-    // Give the request time to reach a worker before the stop.
-    std::thread::sleep(Duration::from_millis(400));
-    s.signal(Sig::SIGTERM);
-    let r = request
-        .join()
-        .unwrap()
-        .expect("in-flight request completes");
-    assert_eq!((r.status, r.body.as_str()), (200, "Hello, World!"));
-    let status = s.wait_exit(DEADLINE).expect("master exits");
-    assert!(
-        status.success(),
-        "master exit status {status:?}; log:\n{}",
-        s.log()
-    );
-    assert_all_gone(workers, &s.log());
-    assert!(s.log().contains("worker stopped"), "{}", s.log());
-    assert!(!s.log().contains("exited unexpectedly"), "{}", s.log());
-}
-
-#[test]
 fn sigint_stops_each_worker_once_and_exits_zero() {
     // Ctrl+C in a terminal sends SIGINT to the foreground process group. The workers run in
     // their own process groups, so only the master sees it, and each worker exits 0 on the
@@ -148,20 +85,6 @@ fn sigint_stops_each_worker_once_and_exits_zero() {
     let log = s.log();
     assert_eq!(log.matches("status=exit status 0").count(), 2, "{log}");
     assert_all_gone(workers, &log);
-}
-
-#[test]
-fn master_sigkill_takes_the_workers_down() {
-    let mut s = start(&[]);
-    let workers = s.wait_ready();
-    s.signal(Sig::SIGKILL);
-    s.wait_exit(DEADLINE).expect("master dies");
-    for pid in workers {
-        assert!(
-            wait_until(DEADLINE, || !alive(pid)),
-            "worker {pid} outlived its master"
-        );
-    }
 }
 
 #[test]
@@ -187,31 +110,6 @@ fn a_workers_startup_error_is_the_masters_error() {
     );
     // No restart loop: only the two initial workers were ever started.
     assert_eq!(log.matches("worker started").count(), 2, "{log}");
-}
-
-#[test]
-fn busy_port_and_zero_workers_fail_fast_with_the_cause() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    for mode in [&[][..], &["--reuseport"][..]] {
-        let mut args = vec!["--addr", addr.as_str(), "--workers", "2"];
-        args.extend_from_slice(mode);
-        let (status, log) = Server::run_to_exit(&bin(), &args, &[]);
-        assert_eq!(status.code(), Some(1), "{log}");
-        assert!(log.contains(&format!("cannot listen on {addr}")), "{log}");
-        assert!(log.contains("Address already in use"), "{log}");
-        assert!(!log.contains("worker started"), "{log}");
-    }
-    let (status, log) =
-        Server::run_to_exit(&bin(), &["--addr", "127.0.0.1:0", "--workers", "0"], &[]);
-    assert_eq!(status.code(), Some(1), "{log}");
-    assert!(log.contains("workers must be at least 1"), "{log}");
-    let (status, log) = Server::run_to_exit(&bin(), &["--addr", "127.0.0.1:99999"], &[]);
-    assert_eq!(status.code(), Some(1), "{log}");
-    assert!(
-        log.contains("invalid listen address \"127.0.0.1:99999\""),
-        "{log}"
-    );
 }
 
 #[test]

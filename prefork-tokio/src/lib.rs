@@ -1,1 +1,99 @@
-//! stub
+//! Tokio adapter for [`prefork_core`]: one tokio runtime per worker process, serving any hyper
+//! service (HTTP/1.1 keep-alive, h2c, and HTTPS with HTTP/2 by ALPN) on the listeners the
+//! master passed down, with a graceful drain on shutdown.
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//! use hyper::{body::Incoming, service::service_fn, Request, Response};
+//! use prefork_tokio::prefork_core::Prefork;
+//!
+//! fn main() -> std::io::Result<()> {
+//!     let hello = service_fn(|_: Request<Incoming>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("Hello, World!")))
+//!     });
+//!     prefork_tokio::Builder::new(Prefork::new("127.0.0.1:8080")).serve(hello)
+//! }
+//! ```
+//!
+//! The same `main` supervises in the master and serves in every worker (see
+//! [`prefork_core`]'s docs for the process model). Axum users want `prefork-axum`, built on this
+//! crate.
+//!
+//! # Runtimes
+//! The master never builds a runtime. Each worker builds one after it is started: a
+//! `current_thread` runtime by default (one process per core is the point), or a multi-threaded
+//! one with [`Builder::threads`]. Everything per-worker (pools, clients, caches) is built inside
+//! that runtime, in the [`Builder::run`] closure, never in the master.
+//!
+//! Calling [`Builder::run`] or [`Builder::serve`] inside a tokio runtime (from
+//! `#[tokio::main]`, say) fails at once with an error that says so: building a worker's runtime
+//! there would panic, and a master inside a runtime would block it. Use a plain `fn main()`.
+//!
+//! # Two levels
+//! - [`Builder::serve`]: a hyper service, cloned per connection.
+//! - [`Builder::run`]: your async closure runs in each worker with a [`TokioChild`] (tokio
+//!   listeners, worker id, shutdown future, `ready`): async set-up then
+//!   [`TokioChild::serve`], or any other tokio server (raw TCP, tonic, a custom accept loop).
+//!
+//! # Shutdown
+//! On SIGTERM (sent by the master), SIGINT, or the master's death, [`TokioChild::serve`] stops
+//! accepting, closes idle keep-alive connections, lets in-flight requests finish within the
+//! shutdown timeout, and returns; the worker then exits 0.
+//!
+//! # TLS
+//! With the `tls` feature (on by default) and [`Prefork::tls`](prefork_core::Prefork::tls), each
+//! worker serves HTTPS through tokio-rustls with the configuration the master loaded and
+//! validated: HTTP/2 or HTTP/1.1 by ALPN, every handshake bounded by
+//! [`TlsConfig::handshake_timeout`](prefork_core::TlsConfig::handshake_timeout); a failed
+//! handshake costs that connection only. The crypto provider is *ring*.
+//!
+//! # Performance notes
+//! Accepted sockets get `TCP_NODELAY`; the accept loop runs in the task that called
+//! [`TokioChild::serve`] and each connection is served in one task, with no channel or extra
+//! task in between; the adapter allocates nothing per request.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod builder;
+mod child;
+mod serve;
+#[cfg(feature = "tls")]
+mod tls;
+
+pub use builder::Builder;
+pub use child::TokioChild;
+
+/// The process model this adapter runs on (the matching version).
+pub use prefork_core;
+#[cfg(feature = "tls")]
+#[doc(no_inline)]
+pub use prefork_core::{PemFiles, TlsConfig};
+#[doc(no_inline)]
+pub use prefork_core::{Prefork, Shutdown, ShutdownReason};
+
+/// The hyper-util connection builder [`TokioChild::serve`] uses.
+pub use hyper_util::server::conn::auto::Builder as HttpBuilder;
+
+/// The error type services may return (hyper's bound).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The connection builder [`TokioChild::serve`] uses: hyper-util's automatic HTTP/1.1 + HTTP/2
+/// builder on tokio, with hyper's defaults (as `axum::serve`). Tune it and pass it to
+/// [`TokioChild::serve_with`].
+///
+/// No timer is set, so hyper applies no HTTP/1 header read timeout and idle keep-alive
+/// connections stay open until the client closes them or the worker drains. To bound slow or
+/// idle clients, set one (it costs a timer per request):
+///
+/// ```
+/// use std::time::Duration;
+/// use hyper_util::rt::TokioTimer;
+///
+/// let mut http = prefork_tokio::http_builder();
+/// http.http1()
+///     .timer(TokioTimer::new())
+///     .header_read_timeout(Duration::from_secs(10));
+/// // child.serve_with(http, make_service).await
+/// ```
+pub fn http_builder() -> HttpBuilder<hyper_util::rt::TokioExecutor> {
+    HttpBuilder::new(hyper_util::rt::TokioExecutor::new())
+}

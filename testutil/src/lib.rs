@@ -411,9 +411,14 @@ pub fn get_h2c(addr: SocketAddr, path: &str) -> io::Result<Response> {
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
                 .await
                 .map_err(io_err)?;
-        tokio::spawn(conn);
+        let conn = tokio::spawn(conn);
         let resp = sender.send_request(req).await.map_err(io_err)?;
-        collect(resp).await
+        let r = collect(resp).await;
+        // Close the connection before returning: its task only runs inside these helpers, so
+        // a connection left open would never answer the server's GOAWAY during a drain.
+        drop(sender);
+        let _ = conn.await;
+        r
     })?
 }
 
@@ -540,9 +545,12 @@ pub fn get_tls(addr: SocketAddr, path: &str, ca_pem: &str, alpn: &[&[u8]]) -> io
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                     .await
                     .map_err(io_err)?;
-            tokio::spawn(conn);
+            let conn = tokio::spawn(conn);
             let resp = sender.send_request(req).await.map_err(io_err)?;
-            collect(resp).await
+            let r = collect(resp).await;
+            drop(sender);
+            let _ = conn.await;
+            r
         } else {
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                 .await
@@ -707,4 +715,287 @@ pub fn raw_get(stream: &mut std::net::TcpStream, path: &str) -> String {
         data.extend_from_slice(&buf[..n]);
     }
     panic!("no complete response");
+}
+
+/// The end-to-end contract every example server (DESIGN.md's example programs) must meet, as
+/// reusable checks: each adapter's `tests/e2e.rs` runs them on its own example, so the contract
+/// is written once and a new adapter gets the whole suite by calling it.
+pub mod contract {
+    use std::collections::BTreeSet;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn start(bin: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--addr", "127.0.0.1:0", "--workers", "2"];
+        args.extend_from_slice(extra);
+        Server::start(&bin.to_path_buf(), &args)
+    }
+
+    fn kill_pid(pid: u32, sig: Signal) {
+        let _ = kill(Pid::from_raw(pid as i32), sig);
+    }
+
+    fn assert_hello(r: &Response) {
+        assert_eq!((r.status, r.body.as_str()), (200, "Hello, World!"));
+        let ct = r.content_type.as_deref().unwrap_or("");
+        assert!(ct.starts_with("text/plain"), "content-type {ct:?}");
+    }
+
+    /// Two workers answer `/pid` with the two pids the master reported ready; `/` says hello;
+    /// keep-alive requests stay on one worker; a worker killed with SIGKILL is logged with the
+    /// signal name, reaped, and replaced under the same worker id, and serving resumes with the
+    /// replacement; SIGKILL of the master then takes every worker down.
+    pub fn serves_respawns_and_dies_with_the_master(bin: &Path, extra: &[&str]) {
+        let mut s = start(bin, extra);
+        let ready: BTreeSet<u32> = s.wait_ready().into_iter().collect();
+        assert_eq!(ready.len(), 2, "{}", s.log());
+        assert_eq!(wait_for_distinct_pids(s.addr, 2), ready, "{}", s.log());
+        assert_hello(&get(s.addr, "/").unwrap());
+
+        let mut conn = Http1::connect(s.addr).unwrap();
+        let first = conn.get("/pid").unwrap().body;
+        for _ in 0..3 {
+            assert_eq!(
+                conn.get("/pid").unwrap().body,
+                first,
+                "keep-alive stays on one worker"
+            );
+        }
+        assert_hello(&conn.get("/").unwrap());
+        drop(conn);
+
+        let victim = *ready.iter().next().unwrap();
+        let log = s.log();
+        let id = log
+            .lines()
+            .find(|l| l.contains("worker started") && field(l, "pid") == Some(&victim.to_string()))
+            .and_then(|l| field(l, "worker"))
+            .expect("the victim's start line")
+            .to_owned();
+        kill_pid(victim, Signal::SIGKILL);
+        assert!(
+            s.wait_log("worker started", 3),
+            "no respawn; log:\n{}",
+            s.log()
+        );
+        let log = s.log();
+        assert!(log.contains("worker exited unexpectedly"), "{log}");
+        assert!(log.contains("SIGKILL"), "the exit names the signal:\n{log}");
+        let respawn = log
+            .lines()
+            .filter(|l| l.contains("worker started"))
+            .nth(2)
+            .unwrap();
+        assert_eq!(
+            field(respawn, "worker"),
+            Some(id.as_str()),
+            "same worker id:\n{log}"
+        );
+        let new_pid: u32 = field(respawn, "pid").unwrap().parse().unwrap();
+        assert!(!ready.contains(&new_pid));
+        assert_all_gone([victim], &log);
+        let mut expected = ready.clone();
+        expected.remove(&victim);
+        expected.insert(new_pid);
+        assert_eq!(wait_for_distinct_pids(s.addr, 2), expected, "{}", s.log());
+        assert_hello(&get(s.addr, "/").unwrap());
+
+        let workers: Vec<u32> = expected.into_iter().collect();
+        s.signal(Signal::SIGKILL);
+        s.wait_exit(DEADLINE).expect("the master dies");
+        for pid in workers {
+            assert!(
+                wait_until(DEADLINE, || !alive(pid)),
+                "worker {pid} outlived its master"
+            );
+        }
+    }
+
+    /// SIGTERM to the master while a slow request (`--sleep-ms 1500`) is in flight: the request
+    /// completes with 200, every worker exits 0, the master exits 0 and no process is left.
+    pub fn sigterm_drains_a_slow_request(bin: &Path, extra: &[&str]) {
+        let mut args = vec!["--sleep-ms", "1500"];
+        args.extend_from_slice(extra);
+        let mut s = start(bin, &args);
+        let workers = s.wait_ready();
+        let addr = s.addr;
+        let request = std::thread::spawn(move || get(addr, "/"));
+        // Give the request time to reach a worker before the stop.
+        std::thread::sleep(Duration::from_millis(400));
+        s.signal(Signal::SIGTERM);
+        let r = request
+            .join()
+            .unwrap()
+            .expect("the in-flight request completes");
+        assert_hello(&r);
+        let status = s.wait_exit(DEADLINE).expect("the master exits");
+        let log = s.log();
+        assert!(
+            status.success(),
+            "master exit status {status:?}; log:\n{log}"
+        );
+        assert_eq!(log.matches("status=exit status 0").count(), 2, "{log}");
+        assert!(!log.contains("exited unexpectedly"), "{log}");
+        assert_all_gone(workers, &log);
+    }
+
+    /// A busy port (shared-socket and `SO_REUSEPORT` modes), `--workers 0` and an invalid
+    /// address each end the program at once with status 1 and a message naming the cause,
+    /// before any worker starts.
+    pub fn bad_input_fails_fast(bin: &Path) {
+        let bin = bin.to_path_buf();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        for mode in [&[][..], &["--reuseport"][..]] {
+            let mut args = vec!["--addr", addr.as_str(), "--workers", "2"];
+            args.extend_from_slice(mode);
+            let (status, log) = Server::run_to_exit(&bin, &args, &[]);
+            assert_eq!(status.code(), Some(1), "{mode:?}: {log}");
+            assert!(
+                log.contains(&format!("cannot listen on {addr}")),
+                "{mode:?}: {log}"
+            );
+            assert!(log.contains("Address already in use"), "{mode:?}: {log}");
+            assert!(!log.contains("worker started"), "{mode:?}: {log}");
+        }
+        let (status, log) =
+            Server::run_to_exit(&bin, &["--addr", "127.0.0.1:0", "--workers", "0"], &[]);
+        assert_eq!(status.code(), Some(1), "{log}");
+        assert!(log.contains("workers must be at least 1"), "{log}");
+        let (status, log) = Server::run_to_exit(&bin, &["--addr", "127.0.0.1:99999"], &[]);
+        assert_eq!(status.code(), Some(1), "{log}");
+        assert!(log.contains("127.0.0.1:99999"), "{log}");
+        assert!(!log.contains("worker started"), "{log}");
+    }
+
+    /// HTTPS with `--cert/--key` through a client that trusts the test CA: `Hello, World!`,
+    /// over HTTP/2 when `h2` is offered (if `expect_h2`) and HTTP/1.1 when only it is offered.
+    /// Plain HTTP sent to the TLS port, random bytes, and a client that stalls mid-handshake
+    /// (cut off by `--tls-handshake-timeout-ms 300`) each cost that connection only: afterwards
+    /// the same workers still serve, none was restarted.
+    pub fn tls_serves_and_survives_bad_handshakes(bin: &Path, extra: &[&str], expect_h2: bool) {
+        let certs = TestCerts::generate();
+        let dir = temp_dir("contract-tls");
+        let (cert, key) = certs.write_to(&dir);
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let mut args = vec![
+            "--cert",
+            cert,
+            "--key",
+            key,
+            "--tls-handshake-timeout-ms",
+            "300",
+        ];
+        args.extend_from_slice(extra);
+        let s = start(bin, &args);
+        let workers: BTreeSet<u32> = s.wait_ready().into_iter().collect();
+
+        let r = get_tls(s.addr, "/", &certs.ca_pem, &[b"h2", b"http/1.1"]).unwrap();
+        assert_hello(&r);
+        if expect_h2 {
+            assert_eq!(r.version, hyper::Version::HTTP_2, "h2 by ALPN");
+        }
+        let r = get_tls(s.addr, "/", &certs.ca_pem, &[b"http/1.1"]).unwrap();
+        assert_hello(&r);
+        assert_eq!(r.version, hyper::Version::HTTP_11);
+        let r = get_tls(s.addr, "/pid", &certs.ca_pem, &[]).unwrap();
+        assert!(
+            workers.contains(&r.body.trim().parse().unwrap()),
+            "{}",
+            r.body
+        );
+
+        assert!(get(s.addr, "/").is_err(), "plain HTTP must not be answered");
+        let mut junk = std::net::TcpStream::connect(s.addr).unwrap();
+        let bytes: Vec<u8> = (0u32..512)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .collect();
+        let _ = junk.write_all(&bytes);
+        assert!(
+            server_closes(&mut junk),
+            "random bytes: connection left open"
+        );
+        // A TLS record header, then nothing.
+        let mut stalled = std::net::TcpStream::connect(s.addr).unwrap();
+        stalled.write_all(&[0x16, 0x03, 0x01, 0x02]).unwrap();
+        assert!(
+            server_closes(&mut stalled),
+            "stalled handshake: connection left open"
+        );
+
+        assert_hello(&get_tls(s.addr, "/", &certs.ca_pem, &[b"h2", b"http/1.1"]).unwrap());
+        assert_eq!(s.started_workers(), workers, "{}", s.log());
+        assert!(!s.log().contains("exited unexpectedly"), "{}", s.log());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Bad TLS inputs (a missing certificate file, a file with no certificate, no key, a key
+    /// that does not match, certificate and key swapped) fail in the master: status 1, a
+    /// message naming the path and the problem, and no worker started.
+    pub fn bad_tls_inputs_fail_fast(bin: &Path) {
+        let bin: PathBuf = bin.to_path_buf();
+        let dir = temp_dir("contract-bad-tls");
+        let (cert, key) = TestCerts::generate().write_to(&dir);
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a PEM file\n").unwrap();
+        let other_key = dir.join("other-key.pem");
+        std::fs::write(&other_key, TestCerts::generate().key_pem).unwrap();
+        let missing = dir.join("missing.pem");
+        let p = |p: &PathBuf| p.to_str().unwrap().to_owned();
+        let cases = [
+            (
+                "missing cert",
+                p(&missing),
+                p(&key),
+                p(&missing),
+                "cannot read",
+            ),
+            (
+                "no certificate",
+                p(&junk),
+                p(&key),
+                p(&junk),
+                "no certificate found",
+            ),
+            (
+                "no key",
+                p(&cert),
+                p(&junk),
+                p(&junk),
+                "no private key found",
+            ),
+            (
+                "key not matching",
+                p(&cert),
+                p(&other_key),
+                p(&other_key),
+                "does not match",
+            ),
+            ("swapped", p(&key), p(&cert), p(&key), "swapped"),
+        ];
+        for (case, cert_arg, key_arg, named, why) in cases {
+            let args = [
+                "--addr",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--cert",
+                &cert_arg,
+                "--key",
+                &key_arg,
+            ];
+            let (status, log) = Server::run_to_exit(&bin, &args, &[]);
+            assert_eq!(status.code(), Some(1), "{case}: {log}");
+            assert!(
+                log.contains(&named),
+                "{case}: the path {named} is named:\n{log}"
+            );
+            assert!(log.contains(why), "{case}: {why:?} expected:\n{log}");
+            assert!(!log.contains("worker started"), "{case}: {log}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

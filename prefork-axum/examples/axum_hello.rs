@@ -1,0 +1,145 @@
+//! An axum app under prefork, its router built in each worker by a factory.
+//!
+//! Run with: `cargo run -p prefork-axum --example axum_hello -- --addr 127.0.0.1:8080 --workers 2`
+//!
+//! `GET /` answers `Hello, World!` (after `--sleep-ms`), `GET /pid` the worker's pid.
+//! `--cert PATH --key PATH` serves HTTPS (HTTP/2 by ALPN). SIGTERM (or Ctrl+C) drains.
+//! `--no-prefork` serves the same app from this one process on tokio's multi-threaded runtime
+//! with `--workers` threads: the baseline for the benchmarks.
+
+use std::io;
+use std::time::Duration;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
+use axum::Router;
+use clap::Parser;
+use prefork_axum::prefork_tokio::{Shutdown, ShutdownReason, TokioChild};
+use prefork_axum::Prefork;
+use prefork_testutil::example;
+
+/// The example contract's flags (see DESIGN.md).
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    common: example::Args,
+}
+
+fn main() {
+    example::init_tracing();
+    let args = Args::parse().common;
+    let result = if args.no_prefork {
+        single_process(&args)
+    } else {
+        prefork(&args)
+    };
+    if let Err(e) = result {
+        eprintln!("axum_hello: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn app(sleep: Duration) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(move || async move {
+                if !sleep.is_zero() {
+                    tokio::time::sleep(sleep).await;
+                }
+                ([(CONTENT_TYPE, "text/plain")], "Hello, World!")
+            }),
+        )
+        .route(
+            "/pid",
+            get(|| async {
+                (
+                    [(CONTENT_TYPE, "text/plain")],
+                    std::process::id().to_string(),
+                )
+            }),
+        )
+}
+
+fn prefork(args: &example::Args) -> io::Result<()> {
+    let mut prefork = Prefork::new(args.addr.as_str())
+        .reuseport(args.reuseport)
+        .shutdown_timeout(args.shutdown_timeout());
+    if let Some(n) = args.workers {
+        prefork = prefork.workers(n);
+    }
+    if let Some(tls) = tls(args)? {
+        prefork = prefork.tls(tls);
+    }
+    let sleep = args.sleep();
+    // The factory runs in each worker (where pools and caches would be built), never here.
+    prefork_axum::Builder::from_prefork(prefork).serve_with(|_worker| async move { Ok(app(sleep)) })
+}
+
+/// `--no-prefork`: the same app and serving code, in this one process, on a multi-threaded
+/// runtime with `--workers` threads. Logs `listening addr=...` like the master does, and drains
+/// on SIGTERM/SIGINT.
+fn single_process(args: &example::Args) -> io::Result<()> {
+    let threads = args.workers_or_cpus();
+    if threads == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid configuration: workers must be at least 1",
+        ));
+    }
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    let tls = tls(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = std::net::TcpListener::bind(args.addr.as_str()).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.addr))
+        })?;
+        tracing::info!(addr = %listener.local_addr()?, threads, "listening");
+        let shutdown = Shutdown::new()?;
+        stop_on_signals(shutdown.clone())?;
+        let child = TokioChild::standalone(vec![listener], shutdown)?
+            .with_shutdown_timeout(args.shutdown_timeout());
+        #[cfg(feature = "tls")]
+        let child = match tls {
+            Some(tls) => {
+                let config = tls.load().map_err(io::Error::from)?;
+                child.with_tls(config, tls.get_handshake_timeout())
+            }
+            None => child,
+        };
+        prefork_axum::serve_child(child, app(args.sleep())).await
+    })?;
+    runtime.shutdown_background();
+    Ok(())
+}
+
+/// Triggers `shutdown` on the first SIGTERM or SIGINT.
+fn stop_on_signals(shutdown: Shutdown) -> io::Result<()> {
+    use nix::sys::signal::Signal;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let sig = tokio::select! {
+            _ = term.recv() => Signal::SIGTERM,
+            _ = int.recv() => Signal::SIGINT,
+        };
+        shutdown.trigger(ShutdownReason::Signal(sig as i32));
+    });
+    Ok(())
+}
+
+/// `--cert`/`--key`, refused when this build cannot serve TLS.
+fn tls(args: &example::Args) -> io::Result<Option<prefork_axum::prefork_core::TlsConfig>> {
+    let tls = args.tls();
+    if tls.is_some() && cfg!(not(feature = "tls")) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "--cert/--key: built without the `tls` feature",
+        ));
+    }
+    Ok(tls)
+}

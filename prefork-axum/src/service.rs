@@ -1,0 +1,54 @@
+//! The per-connection hyper service: the app, plus the peer address for `ConnectInfo`.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+use axum::routing::future::RouteFuture;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::Request;
+use prefork_tokio::TokioChild;
+
+/// `app` for one connection from `peer`.
+#[derive(Clone)]
+pub(crate) struct AppService {
+    app: Router,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<Request<Incoming>> for AppService {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
+
+    #[inline]
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        // What `Router::into_make_service_with_connect_info::<SocketAddr>()` provides.
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        // A `Router` is always ready (its `poll_ready` returns `Ready(Ok(()))` without looking
+        // at anything), so calling a clone (an `Arc` increment) directly is allowed.
+        tower::Service::call(&mut self.app.clone(), req)
+    }
+}
+
+/// Serves `app` on the context's listeners until its shutdown completes, then drains (see
+/// [`TokioChild::serve`]). Handlers can extract `ConnectInfo<SocketAddr>`; HTTP/2 websockets
+/// (extended CONNECT) are enabled, as in `axum::serve`.
+///
+/// This is what [`Builder::serve`](crate::Builder::serve) runs in each worker; call it yourself
+/// from [`prefork_tokio::Builder::run`] or on a [`TokioChild::standalone`] context.
+///
+/// # Errors
+/// As [`TokioChild::serve`]: only when reporting ready fails.
+pub async fn serve_child(child: TokioChild, app: Router) -> io::Result<()> {
+    let mut http = prefork_tokio::http_builder();
+    http.http2().enable_connect_protocol();
+    child
+        .serve_with(http, move |peer| AppService {
+            app: app.clone(),
+            peer,
+        })
+        .await
+}

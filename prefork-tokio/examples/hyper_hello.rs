@@ -1,0 +1,148 @@
+//! A hyper service under prefork: one `current_thread` tokio runtime per worker process.
+//!
+//! Run with: `cargo run -p prefork-tokio --example hyper_hello -- --addr 127.0.0.1:8080 --workers 2`
+//!
+//! `GET /` answers `Hello, World!` (after `--sleep-ms`), `GET /pid` the worker's pid.
+//! `--cert PATH --key PATH` serves HTTPS (HTTP/2 by ALPN). SIGTERM (or Ctrl+C) drains.
+//! `--no-prefork` serves the same service from this one process on tokio's multi-threaded
+//! runtime with `--workers` threads: the baseline for the benchmarks.
+
+use std::convert::Infallible;
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use prefork_testutil::example;
+use prefork_tokio::{Prefork, Shutdown, ShutdownReason, TokioChild};
+
+/// The example contract's flags (see DESIGN.md).
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    common: example::Args,
+}
+
+fn main() {
+    example::init_tracing();
+    let args = Args::parse().common;
+    let result = if args.no_prefork {
+        single_process(&args)
+    } else {
+        prefork(&args)
+    };
+    if let Err(e) = result {
+        eprintln!("hyper_hello: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn prefork(args: &example::Args) -> io::Result<()> {
+    let mut prefork = Prefork::new(args.addr.as_str())
+        .reuseport(args.reuseport)
+        .shutdown_timeout(args.shutdown_timeout());
+    if let Some(n) = args.workers {
+        prefork = prefork.workers(n);
+    }
+    if let Some(tls) = tls(args)? {
+        prefork = prefork.tls(tls);
+    }
+    let sleep = args.sleep();
+    prefork_tokio::Builder::new(prefork).serve(service_fn(move |req| hello(req, sleep)))
+}
+
+async fn hello(
+    req: Request<Incoming>,
+    sleep: Duration,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, body) = match req.uri().path() {
+        "/" => {
+            if !sleep.is_zero() {
+                tokio::time::sleep(sleep).await;
+            }
+            (StatusCode::OK, Bytes::from_static(b"Hello, World!"))
+        }
+        "/pid" => (StatusCode::OK, Bytes::from(std::process::id().to_string())),
+        _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"Not Found")),
+    };
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Ok(resp)
+}
+
+/// `--no-prefork`: the same service and serving code, in this one process, on a multi-threaded
+/// runtime with `--workers` threads. Logs `listening addr=...` like the master does, and drains
+/// on SIGTERM/SIGINT.
+fn single_process(args: &example::Args) -> io::Result<()> {
+    let threads = args.workers_or_cpus();
+    if threads == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "invalid configuration: workers must be at least 1",
+        ));
+    }
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    let tls = tls(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    let sleep = args.sleep();
+    runtime.block_on(async {
+        let listener = std::net::TcpListener::bind(args.addr.as_str()).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.addr))
+        })?;
+        tracing::info!(addr = %listener.local_addr()?, threads, "listening");
+        let shutdown = Shutdown::new()?;
+        stop_on_signals(shutdown.clone())?;
+        let child = TokioChild::standalone(vec![listener], shutdown)?
+            .with_shutdown_timeout(args.shutdown_timeout());
+        #[cfg(feature = "tls")]
+        let child = match tls {
+            Some(tls) => {
+                let config = tls.load().map_err(io::Error::from)?;
+                child.with_tls(config, tls.get_handshake_timeout())
+            }
+            None => child,
+        };
+        let service = service_fn(move |req| hello(req, sleep));
+        child.serve(move |_| service).await
+    })?;
+    runtime.shutdown_background();
+    Ok(())
+}
+
+/// Triggers `shutdown` on the first SIGTERM or SIGINT.
+fn stop_on_signals(shutdown: Shutdown) -> io::Result<()> {
+    use nix::sys::signal::Signal;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let sig = tokio::select! {
+            _ = term.recv() => Signal::SIGTERM,
+            _ = int.recv() => Signal::SIGINT,
+        };
+        shutdown.trigger(ShutdownReason::Signal(sig as i32));
+    });
+    Ok(())
+}
+
+/// `--cert`/`--key`, refused when this build cannot serve TLS.
+fn tls(args: &example::Args) -> io::Result<Option<prefork_tokio::prefork_core::TlsConfig>> {
+    let tls = args.tls();
+    if tls.is_some() && cfg!(not(feature = "tls")) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "--cert/--key: built without the `tls` feature",
+        ));
+    }
+    Ok(tls)
+}

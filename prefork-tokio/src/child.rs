@@ -1,0 +1,245 @@
+//! The worker's context on its tokio runtime.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use prefork_core::{Child, Shutdown, DEFAULT_SHUTDOWN_TIMEOUT};
+use tokio::net::TcpListener;
+
+use crate::BoxError;
+
+/// A worker's context inside its tokio runtime: the listeners as [`tokio::net::TcpListener`]s,
+/// the worker id, the shutdown future, the drain budget, and the way to tell the master that
+/// the worker is ready.
+///
+/// Handed to the closure of [`Builder::run`](crate::Builder::run) in each worker. Serve HTTP
+/// with [`TokioChild::serve`], or take the listeners and run any accept loop.
+#[derive(Debug)]
+pub struct TokioChild {
+    worker_id: usize,
+    listeners: Vec<TcpListener>,
+    shutdown: Shutdown,
+    shutdown_timeout: Duration,
+    core: Option<Child>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::Tls>,
+}
+
+impl TokioChild {
+    /// Converts the core context (in the worker's runtime).
+    pub(crate) fn from_core(mut child: Child) -> io::Result<Self> {
+        #[cfg(not(feature = "tls"))]
+        if child.tls_requested() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS is configured but prefork-tokio was built without its `tls` feature",
+            ));
+        }
+        let listeners = convert(child.take_listeners())?;
+        Ok(TokioChild {
+            worker_id: child.worker_id(),
+            listeners,
+            shutdown: child.shutdown(),
+            shutdown_timeout: child.shutdown_timeout(),
+            #[cfg(feature = "tls")]
+            tls: child
+                .tls_config()
+                .map(|c| crate::tls::Tls::new(c, child.tls_handshake_timeout())),
+            core: Some(child),
+        })
+    }
+
+    /// A context for serving without prefork: the same serving code in this one process, on
+    /// listeners you bound, stopping when `shutdown` is triggered (e.g. from a signal handler).
+    /// The worker id is 0, [`TokioChild::ready`] does nothing, and the drain budget is
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`] unless changed with [`TokioChild::with_shutdown_timeout`].
+    /// This is how the examples' `--no-prefork` baseline runs.
+    ///
+    /// # Errors
+    /// Fails if a listener cannot be made non-blocking or registered with the runtime; the
+    /// message names its address.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (as [`TcpListener::from_std`]).
+    pub fn standalone(
+        listeners: Vec<std::net::TcpListener>,
+        shutdown: Shutdown,
+    ) -> io::Result<Self> {
+        for l in &listeners {
+            l.set_nonblocking(true)
+                .map_err(|e| with_addr(l, "making the listener non-blocking", e))?;
+        }
+        Ok(TokioChild {
+            worker_id: 0,
+            listeners: convert(listeners)?,
+            shutdown,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            core: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+        })
+    }
+
+    /// Replaces the drain budget (see [`TokioChild::shutdown_timeout`]).
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Serves TLS with this configuration (ALPN included) and handshake timeout. A worker
+    /// started by [`Builder::run`](crate::Builder::run) already has the configuration of
+    /// [`Prefork::tls`](prefork_core::Prefork::tls), loaded and validated by the master.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(
+        mut self,
+        config: std::sync::Arc<prefork_core::rustls::ServerConfig>,
+        handshake_timeout: Duration,
+    ) -> Self {
+        self.tls = Some(crate::tls::Tls::new(config, handshake_timeout));
+        self
+    }
+
+    /// The worker id, `0..workers`, stable across respawns (0 for a standalone context).
+    pub fn worker_id(&self) -> usize {
+        self.worker_id
+    }
+
+    /// The listeners, in the order they were configured.
+    pub fn listeners(&self) -> &[TcpListener] {
+        &self.listeners
+    }
+
+    /// Takes the listeners out of the context, for an accept loop of your own (then
+    /// [`TokioChild::serve`] has nothing left to serve).
+    pub fn take_listeners(&mut self) -> Vec<TcpListener> {
+        std::mem::take(&mut self.listeners)
+    }
+
+    /// Completes on SIGTERM, SIGINT or the master's death: stop accepting and drain. Cheap to
+    /// clone; use it as a future (`child.shutdown().await`) or in `tokio::select!`.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// The drain budget: how long the master waits for this worker once it asked it to stop.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+
+    /// Tells the master that this worker accepts connections. Call it once your accept loop
+    /// runs ([`TokioChild::serve`] does it for you); later calls do nothing.
+    ///
+    /// # Errors
+    /// Fails if the master is gone.
+    pub fn ready(&self) -> io::Result<()> {
+        match &self.core {
+            Some(child) => child.ready(),
+            None => Ok(()),
+        }
+    }
+
+    /// The TLS configuration this context serves with, if any.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(&self) -> Option<std::sync::Arc<prefork_core::rustls::ServerConfig>> {
+        self.tls.as_ref().map(|t| t.config())
+    }
+
+    /// The core context (`None` for a [`TokioChild::standalone`] one), for what this type does
+    /// not forward.
+    pub fn core(&self) -> Option<&Child> {
+        self.core.as_ref()
+    }
+
+    /// Serves HTTP on every listener until the shutdown future completes, then drains, with
+    /// the connection builder of [`http_builder`](crate::http_builder).
+    ///
+    /// `make_service` is called once per accepted connection with the peer's address, and
+    /// returns the service for that connection (clone your service, or wrap it to add the
+    /// address to each request).
+    ///
+    /// - **Accepting.** One loop over all listeners, in the task that calls `serve` (no extra
+    ///   hop); each connection gets `TCP_NODELAY` and one task of its own. [`TokioChild::ready`]
+    ///   is reported just before the loop starts.
+    /// - **Protocols.** hyper-util's automatic builder: HTTP/1.1 with keep-alive, or HTTP/2 when
+    ///   the client opens with the HTTP/2 preface (h2c, or `h2` negotiated by ALPN over TLS);
+    ///   HTTP upgrades (websockets) work.
+    /// - **TLS.** With a TLS configuration, each connection's handshake runs in its own task,
+    ///   bounded by the handshake timeout; a failed or stalled handshake (plain HTTP, garbage, a
+    ///   client that stops mid-handshake) costs that connection only and is logged at `debug`.
+    /// - **Shutdown.** When [`TokioChild::shutdown`] completes: the listeners are closed (in the
+    ///   shared-socket mode the other workers keep accepting from the queue), idle keep-alive
+    ///   connections are closed, in-flight requests finish (HTTP/1.1 answers them with
+    ///   `connection: close`, HTTP/2 sends GOAWAY), all bounded by
+    ///   [`TokioChild::shutdown_timeout`] (less a small margin so the worker ends on its own
+    ///   before the master's SIGKILL); connections still open then are dropped.
+    ///
+    /// # Errors
+    /// Only from reporting ready (the master is gone). Accept errors never end the loop:
+    /// connection-level errors (ECONNABORTED, ECONNRESET) are skipped; others, such as EMFILE or
+    /// ENFILE (out of descriptors), are logged at `error` and retried after a short backoff.
+    pub async fn serve<M, S, B>(self, make_service: M) -> io::Result<()>
+    where
+        M: FnMut(SocketAddr) -> S,
+        S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        self.serve_with(crate::http_builder(), make_service).await
+    }
+
+    /// [`TokioChild::serve`] with your own hyper-util connection builder (HTTP/2 settings,
+    /// header limits, timeouts); see [`http_builder`](crate::http_builder).
+    ///
+    /// # Errors
+    /// As [`TokioChild::serve`].
+    pub async fn serve_with<M, S, B>(
+        mut self,
+        http: auto::Builder<TokioExecutor>,
+        make_service: M,
+    ) -> io::Result<()>
+    where
+        M: FnMut(SocketAddr) -> S,
+        S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let listeners = self.take_listeners();
+        crate::serve::serve(self, listeners, http, make_service).await
+    }
+}
+
+fn convert(listeners: Vec<std::net::TcpListener>) -> io::Result<Vec<TcpListener>> {
+    listeners
+        .into_iter()
+        .map(|l| {
+            let addr = l.local_addr().ok();
+            TcpListener::from_std(l).map_err(|e| {
+                let at = addr.map(|a| format!(" on {a}")).unwrap_or_default();
+                io::Error::new(
+                    e.kind(),
+                    format!("registering the listener{at} with tokio: {e}"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn with_addr(l: &std::net::TcpListener, what: &str, e: io::Error) -> io::Error {
+    let at = l
+        .local_addr()
+        .map(|a| format!(" on {a}"))
+        .unwrap_or_default();
+    io::Error::new(e.kind(), format!("{what}{at}: {e}"))
+}

@@ -122,7 +122,12 @@ impl Shutdown {
             .spawn(move || {
                 let mut signals = signals.forever();
                 if let Some(sig) = signals.next() {
-                    tracing::info!(signal = sig, "stop signal: draining");
+                    if exit_on_second {
+                        tracing::info!(signal = sig, "stop signal: draining");
+                    } else {
+                        // A worker: the master already logged the stop.
+                        tracing::debug!(signal = sig, "stop signal: draining");
+                    }
                     s.trigger(ShutdownReason::Signal(sig));
                 }
                 if exit_on_second {

@@ -70,14 +70,28 @@
 //! it starts any worker: a missing file, a file without a certificate or key, a key that does
 //! not match, or swapped files fail at once with a message naming the file.
 //!
+//! # Without prefork
+//! [`Standalone`] serves the same app from this one process on a multi-threaded runtime (what
+//! `axum::serve` under `#[tokio::main]` does), stopping on SIGTERM/SIGINT: the baseline to
+//! measure prefork against, or a development mode.
+//!
+//! ```no_run
+//! # use axum::{routing::get, Router};
+//! # fn main() -> std::io::Result<()> {
+//! # let app = Router::new().route("/", get(|| async { "Hello, World!" }));
+//! prefork_axum::Standalone::bind("127.0.0.1:8080")?.threads(4).serve(app)
+//! # }
+//! ```
+//!
 //! # Everything else
 //! [`Builder`] exposes every option: workers, `SO_REUSEPORT`, threads per worker, shutdown
 //! timeout, recovery budget, hooks, TLS. For a hand-written server on the same model, use
-//! [`prefork_tokio::Builder::run`] and [`serve_child`].
+//! [`prefork_tokio::Builder::run`] (or [`prefork_tokio::Standalone::run`]) and [`serve_child`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
 mod service;
+mod standalone;
 
 use std::future::Future;
 use std::io;
@@ -86,6 +100,7 @@ use axum::Router;
 
 pub use builder::Builder;
 pub use service::serve_child;
+pub use standalone::Standalone;
 
 /// The process model (the matching version).
 pub use prefork_core;

@@ -37,8 +37,10 @@ impl hyper::service::Service<Request<Incoming>> for AppService {
 /// [`TokioChild::serve`]). Handlers can extract `ConnectInfo<SocketAddr>`; HTTP/2 websockets
 /// (extended CONNECT) are enabled, as in `axum::serve`.
 ///
-/// This is what [`Builder::serve`](crate::Builder::serve) runs in each worker; call it yourself
-/// from [`prefork_tokio::Builder::run`] or on a [`TokioChild::standalone`] context.
+/// This is what [`Builder::serve`](crate::Builder::serve) runs in each worker and
+/// [`Standalone::serve`](crate::Standalone::serve) in its one process; call it yourself from
+/// [`prefork_tokio::Builder::run`], [`prefork_tokio::Standalone::run`], or on a
+/// [`TokioChild::standalone`] context.
 ///
 /// # Errors
 /// As [`TokioChild::serve`]: only when reporting ready fails.

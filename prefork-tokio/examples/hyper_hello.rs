@@ -19,7 +19,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use prefork_testutil::example;
-use prefork_tokio::{Prefork, Shutdown, ShutdownReason, TokioChild};
+use prefork_tokio::{Prefork, Standalone};
 
 /// The example contract's flags (see DESIGN.md).
 #[derive(Parser, Debug)]
@@ -90,49 +90,16 @@ fn single_process(args: &example::Args) -> io::Result<()> {
     }
     #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
     let tls = tls(args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
+    let server = Standalone::bind(args.addr.as_str())?
+        .threads(threads)
+        .shutdown_timeout(args.shutdown_timeout());
+    #[cfg(feature = "tls")]
+    let server = match tls {
+        Some(tls) => server.tls(tls),
+        None => server,
+    };
     let sleep = args.sleep();
-    runtime.block_on(async {
-        let listener = std::net::TcpListener::bind(args.addr.as_str()).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.addr))
-        })?;
-        tracing::info!(addr = %listener.local_addr()?, threads, "listening");
-        let shutdown = Shutdown::new()?;
-        stop_on_signals(shutdown.clone())?;
-        let child = TokioChild::standalone(vec![listener], shutdown)?
-            .with_shutdown_timeout(args.shutdown_timeout());
-        #[cfg(feature = "tls")]
-        let child = match tls {
-            Some(tls) => {
-                let config = tls.load().map_err(io::Error::from)?;
-                child.with_tls(config, tls.get_handshake_timeout())
-            }
-            None => child,
-        };
-        let service = service_fn(move |req| hello(req, sleep));
-        child.serve(move |_| service).await
-    })?;
-    runtime.shutdown_background();
-    Ok(())
-}
-
-/// Triggers `shutdown` on the first SIGTERM or SIGINT.
-fn stop_on_signals(shutdown: Shutdown) -> io::Result<()> {
-    use nix::sys::signal::Signal;
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        let sig = tokio::select! {
-            _ = term.recv() => Signal::SIGTERM,
-            _ = int.recv() => Signal::SIGINT,
-        };
-        shutdown.trigger(ShutdownReason::Signal(sig as i32));
-    });
-    Ok(())
+    server.serve(service_fn(move |req| hello(req, sleep)))
 }
 
 /// `--cert`/`--key`, refused when this build cannot serve TLS.

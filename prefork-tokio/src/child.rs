@@ -59,7 +59,10 @@ impl TokioChild {
     /// listeners you bound, stopping when `shutdown` is triggered (e.g. from a signal handler).
     /// The worker id is 0, [`TokioChild::ready`] does nothing, and the drain budget is
     /// [`DEFAULT_SHUTDOWN_TIMEOUT`] unless changed with [`TokioChild::with_shutdown_timeout`].
-    /// This is how the examples' `--no-prefork` baseline runs.
+    ///
+    /// [`Standalone`](crate::Standalone) builds the runtime, binds, installs the signal
+    /// handlers and calls this for you; use it directly when you already run inside a tokio
+    /// runtime of your own.
     ///
     /// # Errors
     /// Fails if a listener cannot be made non-blocking or registered with the runtime; the
@@ -86,7 +89,8 @@ impl TokioChild {
         })
     }
 
-    /// Replaces the drain budget (see [`TokioChild::shutdown_timeout`]).
+    /// Replaces the shutdown timeout (see [`TokioChild::shutdown_timeout`]). In a worker, the
+    /// master's own deadline still bounds the drain (see [`TokioChild::drain_timeout`]).
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -127,9 +131,25 @@ impl TokioChild {
         self.shutdown.clone()
     }
 
-    /// The drain budget: how long the master waits for this worker once it asked it to stop.
+    /// The shutdown timeout: in a worker, how long the master waits for it once it asked it
+    /// to stop (then SIGKILL); in a standalone context, how long the drain may take.
     pub fn shutdown_timeout(&self) -> Duration {
         self.shutdown_timeout
+    }
+
+    /// How long [`TokioChild::serve`] lets in-flight requests finish once the shutdown starts.
+    ///
+    /// - In a worker: [`Child::drain_timeout`] (the master's shutdown timeout less a quarter,
+    ///   at most 1 s), so that a worker draining for its whole budget still exits on its own
+    ///   before the master's SIGKILL; never more than [`TokioChild::shutdown_timeout`] if that
+    ///   was lowered with [`TokioChild::with_shutdown_timeout`].
+    /// - In a standalone context: the whole [`TokioChild::shutdown_timeout`], since no master
+    ///   will kill the process.
+    pub fn drain_timeout(&self) -> Duration {
+        match &self.core {
+            Some(child) => child.drain_timeout().min(self.shutdown_timeout),
+            None => self.shutdown_timeout,
+        }
     }
 
     /// Tells the master that this worker accepts connections. Call it once your accept loop
@@ -176,8 +196,9 @@ impl TokioChild {
     ///   shared-socket mode the other workers keep accepting from the queue), idle keep-alive
     ///   connections are closed, in-flight requests finish (HTTP/1.1 answers them with
     ///   `connection: close`, HTTP/2 sends GOAWAY), all bounded by
-    ///   [`TokioChild::shutdown_timeout`] (less a small margin so the worker ends on its own
-    ///   before the master's SIGKILL); connections still open then are dropped.
+    ///   [`TokioChild::drain_timeout`] (in a worker, the shutdown timeout less a margin so the
+    ///   worker ends on its own before the master's SIGKILL); connections still open then are
+    ///   dropped.
     ///
     /// # Errors
     /// Only from reporting ready (the master is gone). Accept errors never end the loop:

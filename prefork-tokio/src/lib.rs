@@ -35,10 +35,35 @@
 //!   listeners, worker id, shutdown future, `ready`): async set-up then
 //!   [`TokioChild::serve`], or any other tokio server (raw TCP, tonic, a custom accept loop).
 //!
+//! # Without prefork
+//! [`Standalone`] runs the same service or closure in this one process, on a multi-threaded
+//! runtime, stopping on SIGTERM/SIGINT: the baseline to measure prefork against, or a
+//! development mode behind a flag.
+//!
+//! ```no_run
+//! # use std::convert::Infallible;
+//! # use hyper::{body::Incoming, service::service_fn, Request, Response};
+//! # use prefork_tokio::prefork_core::Prefork;
+//! # fn main() -> std::io::Result<()> {
+//! # let hello = service_fn(|_: Request<Incoming>| async {
+//! #     Ok::<_, Infallible>(Response::new(String::from("Hello, World!")))
+//! # });
+//! # let single_process = false;
+//! if single_process {
+//!     prefork_tokio::Standalone::bind("127.0.0.1:8080")?.threads(4).serve(hello)
+//! } else {
+//!     prefork_tokio::Builder::new(Prefork::new("127.0.0.1:8080").workers(4)).serve(hello)
+//! }
+//! # }
+//! ```
+//!
 //! # Shutdown
 //! On SIGTERM (sent by the master), SIGINT, or the master's death, [`TokioChild::serve`] stops
-//! accepting, closes idle keep-alive connections, lets in-flight requests finish within the
-//! shutdown timeout, and returns; the worker then exits 0.
+//! accepting, closes idle keep-alive connections, lets in-flight requests finish, and returns;
+//! the worker then exits 0. The drain lasts at most [`TokioChild::drain_timeout`]: the shutdown
+//! timeout less a margin (a quarter, at most 1 s), so that the worker exits on its own before
+//! the master's SIGKILL. A [`Standalone`] server, which no master kills, drains for the whole
+//! shutdown timeout.
 //!
 //! # TLS
 //! With the `tls` feature (on by default) and [`Prefork::tls`](prefork_core::Prefork::tls), each
@@ -56,11 +81,13 @@
 mod builder;
 mod child;
 mod serve;
+mod standalone;
 #[cfg(feature = "tls")]
 mod tls;
 
 pub use builder::Builder;
 pub use child::TokioChild;
+pub use standalone::Standalone;
 
 /// The process model this adapter runs on (the matching version).
 pub use prefork_core;

@@ -24,9 +24,6 @@ use crate::BoxError;
 /// descriptor frees up.
 pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// The longest margin the drain keeps before the master's deadline.
-const DRAIN_MARGIN: Duration = Duration::from_millis(500);
-
 /// What every connection task shares.
 struct Shared {
     http: auto::Builder<TokioExecutor>,
@@ -96,7 +93,7 @@ where
     // Stop accepting: in the shared-socket mode the queue stays open for the other workers.
     drop(listeners);
     let open = graceful.count();
-    let budget = drain_budget(child.shutdown_timeout());
+    let budget = child.drain_timeout();
     tracing::debug!(?reason, open, "draining");
     if tokio::time::timeout(budget, graceful.shutdown())
         .await
@@ -108,12 +105,6 @@ where
         );
     }
     Ok(())
-}
-
-/// The shutdown timeout less a margin (a tenth, at most [`DRAIN_MARGIN`]), so that the worker
-/// ends on its own before the master's SIGKILL.
-fn drain_budget(timeout: Duration) -> Duration {
-    timeout - (timeout / 10).min(DRAIN_MARGIN)
 }
 
 /// Polls every listener once, starting after the one that accepted last, so that no listener
@@ -192,23 +183,5 @@ async fn serve_connection<I, S, B>(
     let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drain_budget_keeps_a_small_margin() {
-        assert_eq!(
-            drain_budget(Duration::from_secs(30)),
-            Duration::from_millis(29_500)
-        );
-        assert_eq!(
-            drain_budget(Duration::from_secs(1)),
-            Duration::from_millis(900)
-        );
-        assert_eq!(drain_budget(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -197,9 +197,9 @@ impl Prefork {
         self
     }
 
-    /// Called in a worker (on a background thread) when its master is gone. The worker's
-    /// shutdown notification completes at the same moment, so a graceful drain follows anyway;
-    /// use this for extra cleanup.
+    /// Called in a worker (on a background thread) when its master is gone, just before the
+    /// worker's shutdown notification completes (a graceful drain follows anyway): use it for
+    /// extra cleanup. Keep it short; the drain starts when it returns.
     pub fn on_master_death<F>(mut self, hook: F) -> Self
     where
         F: Fn() + Send + Sync + 'static,

@@ -329,12 +329,13 @@ fn watch(
                     Err(_) => break,
                 }
             }
-            if s.trigger(ShutdownReason::MasterGone) {
-                tracing::warn!("the master process is gone; shutting down");
-            }
+            tracing::warn!("the master process is gone; shutting down");
+            // The hook first: once the shutdown is triggered the serve loop may drain and the
+            // process exit, which would cut a running hook short.
             if let Some(hook) = on_master_death {
                 hook();
             }
+            s.trigger(ShutdownReason::MasterGone);
         })
         .map_err(|e| Error::io("starting the master watch thread", e))?;
 

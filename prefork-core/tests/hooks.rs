@@ -61,9 +61,14 @@ fn on_master_death_runs_in_each_worker_when_the_master_is_killed() {
         .spawn()
         .unwrap();
     let pid = master.id();
+    let mut exited = None;
+    let started = wait_until(DEADLINE, || {
+        exited = master.try_wait().unwrap();
+        exited.is_some() || prefork_testutil::children_of(pid).len() == 2
+    });
     assert!(
-        wait_until(DEADLINE, || prefork_testutil::children_of(pid).len() == 2),
-        "the master never started its workers"
+        started && exited.is_none(),
+        "the master never started its workers (exit: {exited:?})"
     );
     let workers = prefork_testutil::children_of(pid);
     master.kill().unwrap();

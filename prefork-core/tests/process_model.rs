@@ -5,8 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use prefork_testutil::{
-    alive, assert_all_gone, children_of, contract, open_fds, wait_for_distinct_pids, wait_until,
-    Server, Sig, DEADLINE,
+    alive, assert_all_gone, children_of, contract, open_fds, wait_until, Server, Sig, DEADLINE,
 };
 
 fn bin() -> PathBuf {
@@ -14,16 +13,23 @@ fn bin() -> PathBuf {
 }
 
 fn start(extra: &[&str]) -> Server {
-    let mut args = vec!["--addr", "127.0.0.1:0", "--workers", "2"];
-    args.extend_from_slice(extra);
-    Server::start(&bin(), &args)
+    contract::start(&bin(), extra)
 }
 
-// The contract every example server meets (prefork-testutil's `contract` module).
+// The contract every example server meets (prefork-testutil's `contract` module); std_hello
+// has no `--no-prefork` and no TLS.
+
+/// std_hello speaks HTTP/1.1 only.
+const H2C: bool = false;
 
 #[test]
 fn serves_respawns_and_dies_with_the_master() {
-    contract::serves_respawns_and_dies_with_the_master(&bin(), &[]);
+    contract::serves_respawns_and_dies_with_the_master(&bin(), &[], H2C);
+}
+
+#[test]
+fn reuseport_mode_serves_from_every_worker() {
+    contract::serves_from_every_worker(&bin(), &["--reuseport"], H2C);
 }
 
 #[test]
@@ -36,14 +42,12 @@ fn bad_input_fails_fast() {
     contract::bad_input_fails_fast(&bin());
 }
 
-// The process model itself.
-
 #[test]
-fn reuseport_mode_serves_from_every_worker() {
-    let s = start(&["--reuseport"]);
-    let ready: BTreeSet<u32> = s.wait_ready().into_iter().collect();
-    assert_eq!(wait_for_distinct_pids(s.addr, 2), ready);
+fn a_workers_startup_error_is_the_masters_error() {
+    contract::a_workers_startup_error_is_the_masters_error(&bin());
 }
+
+// The process model itself.
 
 #[test]
 fn over_recovery_stops_everything_with_an_error() {
@@ -85,31 +89,6 @@ fn sigint_stops_each_worker_once_and_exits_zero() {
     let log = s.log();
     assert_eq!(log.matches("status=exit status 0").count(), 2, "{log}");
     assert_all_gone(workers, &log);
-}
-
-#[test]
-fn a_workers_startup_error_is_the_masters_error() {
-    let missing = "/nonexistent/prefork-app-data.bin";
-    let (status, log) = Server::run_to_exit(
-        &bin(),
-        &[
-            "--addr",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--require-file",
-            missing,
-        ],
-        &[],
-    );
-    assert_eq!(status.code(), Some(1), "{log}");
-    assert!(log.contains("failed to start"), "{log}");
-    assert!(
-        log.contains(&format!("cannot read {missing}")),
-        "the worker's own message:\n{log}"
-    );
-    // No restart loop: only the two initial workers were ever started.
-    assert_eq!(log.matches("worker started").count(), 2, "{log}");
 }
 
 #[test]

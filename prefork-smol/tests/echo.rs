@@ -1,22 +1,21 @@
 //! The raw-TCP entry point (`Server::run`) through the real `echo` example.
 
-mod util;
-
 use std::io::{Read, Write};
+use std::net::TcpStream;
 
-use prefork_testutil::{assert_all_gone, server_closes};
-use prefork_testutil::{wait_until, Sig, DEADLINE};
-use util::{connect, start};
+use prefork_testutil::{assert_all_gone, contract, server_closes, wait_until, Sig, DEADLINE};
 
 #[test]
 fn echo_workers_echo_and_stop_on_sigterm() {
     let bin = prefork_testutil::example_bin("echo");
-    let mut s = start(&bin, &["--workers", "2", "--shutdown-timeout-ms", "300"]);
+    let mut s = contract::start(&bin, &["--shutdown-timeout-ms", "300"]);
     let workers = s.wait_ready();
     assert_eq!(workers.len(), 2, "{}", s.log());
     assert!(s.wait_log("echo worker accepting", 2), "{}", s.log());
 
-    let mut streams: Vec<_> = (0..4).map(|_| connect(s.addr)).collect();
+    let mut streams: Vec<_> = (0..4)
+        .map(|_| TcpStream::connect(s.addr).unwrap())
+        .collect();
     for (i, stream) in streams.iter_mut().enumerate() {
         let msg = format!("hello {i}\n");
         stream.write_all(msg.as_bytes()).unwrap();

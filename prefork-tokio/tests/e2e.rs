@@ -1,43 +1,52 @@
 //! End-to-end tests on the real `hyper_hello` example: a master and 2 worker processes on
-//! 127.0.0.1, real HTTP clients, real signals.
-
-mod util;
+//! 127.0.0.1, real HTTP clients, real signals. The scenarios are the example contract's
+//! (`prefork_testutil::contract`), shared with every adapter.
 
 use std::path::PathBuf;
+
+use prefork_testutil::contract;
+
+/// hyper-util's auto builder speaks HTTP/2 with prior knowledge on plain TCP.
+const H2C: bool = true;
 
 fn bin() -> PathBuf {
     prefork_testutil::example_bin("hyper_hello")
 }
 
 #[test]
-fn serves_recovers_and_dies_with_its_master() {
-    util::serves_recovers_and_dies_with_its_master(&bin());
+fn serves_respawns_and_dies_with_the_master() {
+    contract::serves_respawns_and_dies_with_the_master(&bin(), &[], H2C);
 }
 
 #[test]
 fn sigterm_drains_a_slow_request_reuseport() {
     // The reuseport mode here (the axum suite covers the shared socket).
-    util::sigterm_drains_a_slow_request(&bin(), &["--reuseport"]);
+    contract::sigterm_drains_a_slow_request(&bin(), &["--reuseport"]);
+}
+
+#[test]
+fn bad_input_fails_fast() {
+    contract::bad_input_fails_fast(&bin());
 }
 
 #[test]
 fn no_prefork_serves_and_drains() {
-    util::no_prefork_serves_and_drains(&bin());
+    contract::no_prefork_serves_and_drains(&bin(), H2C);
 }
 
 #[test]
-fn bad_start_fails_fast() {
-    util::bad_start_fails_fast(&bin(), "hyper_hello");
+fn no_prefork_bad_input_fails_fast() {
+    contract::no_prefork_bad_input_fails_fast(&bin());
 }
 
 #[cfg(feature = "tls")]
 #[test]
 fn tls_serves_and_survives_bad_handshakes() {
-    util::tls_serves_and_survives_bad_handshakes(&bin());
+    contract::tls_serves_and_survives_bad_handshakes(&bin(), &[], true);
 }
 
 #[cfg(feature = "tls")]
 #[test]
-fn tls_bad_inputs_fail_fast() {
-    util::tls_bad_inputs_fail_fast(&bin(), "hyper_hello");
+fn bad_tls_inputs_fail_fast() {
+    contract::bad_tls_inputs_fail_fast(&bin());
 }

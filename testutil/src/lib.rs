@@ -25,7 +25,7 @@ pub use nix::sys::signal::Signal as Sig;
 /// drain. Generous on purpose: it only keeps a broken build from hanging.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The path of an example binary built by `cargo test` (target/<profile>/examples/NAME).
+/// The path of an example binary built by `cargo test` (`target/<profile>/examples/NAME`).
 pub fn example_bin(name: &str) -> PathBuf {
     // The test binary lives in target/<profile>/deps/.
     let exe = std::env::current_exe().expect("current_exe");
@@ -407,19 +407,27 @@ pub fn get_h2c(addr: SocketAddr, path: &str) -> io::Result<Response> {
     let req = request(addr, path);
     block_on(async move {
         let stream = tokio::net::TcpStream::connect(addr).await?;
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .map_err(io_err)?;
-        let conn = tokio::spawn(conn);
-        let resp = sender.send_request(req).await.map_err(io_err)?;
-        let r = collect(resp).await;
-        // Close the connection before returning: its task only runs inside these helpers, so
-        // a connection left open would never answer the server's GOAWAY during a drain.
-        drop(sender);
-        let _ = conn.await;
-        r
+        send_h2(stream, req).await
     })?
+}
+
+/// Sends `req` as the one request of a new HTTP/2 connection over `io`, then closes it.
+async fn send_h2<T>(io: T, req: Request<Empty<Bytes>>) -> io::Result<Response>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .map_err(io_err)?;
+    let conn = tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(io_err)?;
+    let r = collect(resp).await;
+    // Close the connection before returning: its task only runs inside these helpers, so a
+    // connection left open would never answer the server's GOAWAY during a drain.
+    drop(sender);
+    let _ = conn.await;
+    r
 }
 
 /// Sends `requests` concurrent `GET /pid` over new connections and returns the distinct pids
@@ -541,16 +549,7 @@ pub fn get_tls(addr: SocketAddr, path: &str, ca_pem: &str, alpn: &[&[u8]]) -> io
         let tls = connector.connect(name, tcp).await?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         if h2 {
-            let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                    .await
-                    .map_err(io_err)?;
-            let conn = tokio::spawn(conn);
-            let resp = sender.send_request(req).await.map_err(io_err)?;
-            let r = collect(resp).await;
-            drop(sender);
-            let _ = conn.await;
-            r
+            send_h2(tls, req).await
         } else {
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
                 .await
@@ -661,29 +660,40 @@ pub fn assert_all_gone(pids: impl IntoIterator<Item = u32>, log: &str) {
     }
 }
 
-/// Reads until the server closes the connection (end of file or reset): `true`; `false` if it
-/// stayed open for [`DEADLINE`]. Whatever the server sends first (an alert, a response) is
-/// skipped.
-pub fn server_closes(stream: &mut std::net::TcpStream) -> bool {
+/// Reads until the server closes the connection (end of file or reset) and returns what it
+/// sent before closing (an alert, a response); `None` if it stayed open for [`DEADLINE`].
+pub fn read_until_closed(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
     use std::io::Read;
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let end = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     for _ in 0..1000 {
         match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                return false
+                return None
             }
-            Err(_) => return true,
+            Err(_) => return Some(got),
+        }
+        if Instant::now() >= end {
+            break;
         }
     }
-    false
+    None
+}
+
+/// Reads until the server closes the connection (end of file or reset): `true`; `false` if it
+/// stayed open for [`DEADLINE`]. Whatever the server sends first (an alert, a response) is
+/// skipped.
+pub fn server_closes(stream: &mut std::net::TcpStream) -> bool {
+    read_until_closed(stream).is_some()
 }
 
 /// Sends `GET path` over a raw keep-alive connection and reads exactly one `200` response;
@@ -717,56 +727,122 @@ pub fn raw_get(stream: &mut std::net::TcpStream, path: &str) -> String {
     panic!("no complete response");
 }
 
-/// The end-to-end contract every example server (DESIGN.md's example programs) must meet, as
-/// reusable checks: each adapter's `tests/e2e.rs` runs them on its own example, so the contract
-/// is written once and a new adapter gets the whole suite by calling it.
+/// The end-to-end contract every example program meets (DESIGN.md's example programs, and the
+/// adapter issues' test lists), as reusable scenarios: each crate's end-to-end tests run them on
+/// its own example, one `#[test]` per scenario, so the contract is written once and a new adapter
+/// gets the whole suite by calling it.
+///
+/// Every scenario runs the real example binary (a master with 2 workers on a free port of
+/// 127.0.0.1, unless it is about `--no-prefork`) and talks to it with real clients. Parameters
+/// say only what legitimately differs between adapters: extra flags, whether HTTP/2 is spoken on
+/// plain TCP (h2c) or chosen by ALPN over TLS. Error messages are expected to start with the
+/// program's name (`hyper_hello: ...`), as the examples print them.
+///
+/// A scenario that ends with the server still running returns it ([`serves_from_every_worker`](contract::serves_from_every_worker),
+/// [`no_prefork_serves`](contract::no_prefork_serves), [`tls_serves_and_survives_bad_handshakes`](contract::tls_serves_and_survives_bad_handshakes)) so that a crate can check
+/// its own details (threads, say) on the same processes; the scenario that stops it takes it
+/// ([`replaces_a_killed_worker_and_dies_with_the_master`](contract::replaces_a_killed_worker_and_dies_with_the_master), [`no_prefork_drains_a_slow_request`](contract::no_prefork_drains_a_slow_request)).
+/// Dropping a [`Server`] kills what is left of it.
 pub mod contract {
     use std::collections::BTreeSet;
     use std::io::Write;
-    use std::path::{Path, PathBuf};
+    use std::net::{SocketAddr, TcpStream};
+    use std::path::Path;
     use std::time::Duration;
 
     use super::*;
 
-    fn start(bin: &Path, extra: &[&str]) -> Server {
+    /// Starts `bin` as a master with 2 workers on a free port of 127.0.0.1, with `extra` flags,
+    /// and waits until it reports its address (not until the workers are ready: see
+    /// [`Server::wait_ready`]).
+    pub fn start(bin: &Path, extra: &[&str]) -> Server {
         let mut args = vec!["--addr", "127.0.0.1:0", "--workers", "2"];
         args.extend_from_slice(extra);
         Server::start(&bin.to_path_buf(), &args)
+    }
+
+    /// Checks the example contract's answer to `GET /`: `200`, `content-type: text/plain`, body
+    /// `Hello, World!`.
+    pub fn assert_hello(r: &Response) {
+        assert_eq!((r.status, r.body.as_str()), (200, "Hello, World!"), "{r:?}");
+        assert_eq!(r.content_type.as_deref(), Some("text/plain"), "{r:?}");
+    }
+
+    /// The program's name (the binary's file name), which starts its error messages.
+    fn program_name(bin: &Path) -> String {
+        bin.file_name()
+            .expect("a binary's path")
+            .to_string_lossy()
+            .into_owned()
     }
 
     fn kill_pid(pid: u32, sig: Signal) {
         let _ = kill(Pid::from_raw(pid as i32), sig);
     }
 
-    fn assert_hello(r: &Response) {
-        assert_eq!((r.status, r.body.as_str()), (200, "Hello, World!"));
-        let ct = r.content_type.as_deref().unwrap_or("");
-        assert!(ct.starts_with("text/plain"), "content-type {ct:?}");
+    /// Proves the prefork model serves and survives: [`serves_from_every_worker`], then
+    /// [`replaces_a_killed_worker_and_dies_with_the_master`], on one server started with
+    /// `extra` flags. `h2c`: the example also speaks HTTP/2 with prior knowledge on plain TCP.
+    pub fn serves_respawns_and_dies_with_the_master(bin: &Path, extra: &[&str], h2c: bool) {
+        let s = serves_from_every_worker(bin, extra, h2c);
+        replaces_a_killed_worker_and_dies_with_the_master(s);
     }
 
-    /// Two workers answer `/pid` with the two pids the master reported ready; `/` says hello;
-    /// keep-alive requests stay on one worker; a worker killed with SIGKILL is logged with the
-    /// signal name, reaped, and replaced under the same worker id, and serving resumes with the
-    /// replacement; SIGKILL of the master then takes every worker down.
-    pub fn serves_respawns_and_dies_with_the_master(bin: &Path, extra: &[&str]) {
-        let mut s = start(bin, extra);
+    /// Proves that every worker serves the example contract, on a master started with `extra`
+    /// flags: the two pids the master reported ready are exactly the pids answering `/pid`
+    /// across concurrent connections; `/` says hello over HTTP/1.1 with `text/plain`; an unknown
+    /// path is `404`; keep-alive requests on one connection all stay on one worker; with `h2c`,
+    /// HTTP/2 with prior knowledge says hello too.
+    ///
+    /// Returns the server, still running, for the caller's own checks (its workers are
+    /// [`Server::wait_ready`]) and for [`replaces_a_killed_worker_and_dies_with_the_master`].
+    pub fn serves_from_every_worker(bin: &Path, extra: &[&str], h2c: bool) -> Server {
+        let s = start(bin, extra);
         let ready: BTreeSet<u32> = s.wait_ready().into_iter().collect();
         assert_eq!(ready.len(), 2, "{}", s.log());
-        assert_eq!(wait_for_distinct_pids(s.addr, 2), ready, "{}", s.log());
-        assert_hello(&get(s.addr, "/").unwrap());
+        assert_eq!(
+            wait_for_distinct_pids(s.addr, 2),
+            ready,
+            "the pids answering /pid are the ready workers; log:\n{}",
+            s.log()
+        );
+
+        let r = get(s.addr, "/").unwrap();
+        assert_hello(&r);
+        assert_eq!(r.version, hyper::Version::HTTP_11);
+        assert_eq!(get(s.addr, "/nope").unwrap().status, 404);
 
         let mut conn = Http1::connect(s.addr).unwrap();
         let first = conn.get("/pid").unwrap().body;
-        for _ in 0..3 {
+        assert!(
+            ready.contains(&first.parse().unwrap_or(0)),
+            "/pid answered {first:?}"
+        );
+        for _ in 0..5 {
+            let r = conn.get("/pid").unwrap();
             assert_eq!(
-                conn.get("/pid").unwrap().body,
-                first,
+                (r.status, &r.body),
+                (200, &first),
                 "keep-alive stays on one worker"
             );
+            assert_hello(&conn.get("/").unwrap());
         }
-        assert_hello(&conn.get("/").unwrap());
-        drop(conn);
 
+        if h2c {
+            let r = get_h2c(s.addr, "/").unwrap();
+            assert_eq!(r.version, hyper::Version::HTTP_2);
+            assert_hello(&r);
+        }
+        s
+    }
+
+    /// Proves supervision and master-death handling on a running server (from
+    /// [`serves_from_every_worker`]): a worker killed with SIGKILL is logged as an unexpected
+    /// exit naming the signal, reaped (not even a zombie is left), and replaced under the same
+    /// worker id by a new process; the replacement and the survivor are then exactly the pids
+    /// answering, and `/` says hello. SIGKILL of the master then takes every worker down.
+    pub fn replaces_a_killed_worker_and_dies_with_the_master(mut s: Server) {
+        let ready: BTreeSet<u32> = s.wait_ready().into_iter().collect();
         let victim = *ready.iter().next().unwrap();
         let log = s.log();
         let id = log
@@ -795,7 +871,7 @@ pub mod contract {
             "same worker id:\n{log}"
         );
         let new_pid: u32 = field(respawn, "pid").unwrap().parse().unwrap();
-        assert!(!ready.contains(&new_pid));
+        assert!(!ready.contains(&new_pid), "{log}");
         assert_all_gone([victim], &log);
         let mut expected = ready.clone();
         expected.remove(&victim);
@@ -803,27 +879,23 @@ pub mod contract {
         assert_eq!(wait_for_distinct_pids(s.addr, 2), expected, "{}", s.log());
         assert_hello(&get(s.addr, "/").unwrap());
 
-        let workers: Vec<u32> = expected.into_iter().collect();
         s.signal(Signal::SIGKILL);
         s.wait_exit(DEADLINE).expect("the master dies");
-        for pid in workers {
+        for pid in expected {
             assert!(
                 wait_until(DEADLINE, || !alive(pid)),
-                "worker {pid} outlived its master"
+                "worker {pid} outlived its master; log:\n{}",
+                s.log()
             );
         }
     }
 
-    /// SIGTERM to the master while a slow request (`--sleep-ms 1500`) is in flight: the request
-    /// completes with 200, every worker exits 0, the master exits 0 and no process is left.
-    pub fn sigterm_drains_a_slow_request(bin: &Path, extra: &[&str]) {
-        let mut args = vec!["--sleep-ms", "1500"];
-        args.extend_from_slice(extra);
-        let mut s = start(bin, &args);
-        let workers = s.wait_ready();
+    /// Sends SIGTERM to `s` while a slow `GET /` (the server runs with `--sleep-ms` of a second or
+    /// more) is in flight, and checks that the request completes with the hello answer.
+    fn sigterm_during_a_slow_request(s: &Server) {
         let addr = s.addr;
         let request = std::thread::spawn(move || get(addr, "/"));
-        // Give the request time to reach a worker before the stop.
+        // Give the request time to reach the server before the stop.
         std::thread::sleep(Duration::from_millis(400));
         s.signal(Signal::SIGTERM);
         let r = request
@@ -831,52 +903,201 @@ pub mod contract {
             .unwrap()
             .expect("the in-flight request completes");
         assert_hello(&r);
+    }
+
+    /// Proves the graceful stop: SIGTERM to the master while a slow request (`--sleep-ms 1500`)
+    /// is in flight lets it complete with the hello answer; an idle keep-alive connection is
+    /// closed by the server rather than waited for (the shutdown timeout is set past
+    /// [`DEADLINE`], so waiting for it would fail the test); every worker exits 0, the master
+    /// exits 0, and no process is left. `extra` selects the listener mode (`--reuseport`).
+    pub fn sigterm_drains_a_slow_request(bin: &Path, extra: &[&str]) {
+        let mut args = vec!["--sleep-ms", "1500", "--shutdown-timeout-ms", "60000"];
+        args.extend_from_slice(extra);
+        let mut s = start(bin, &args);
+        let workers = s.wait_ready();
+
+        // An idle keep-alive connection: it had one request answered.
+        let mut idle = TcpStream::connect(s.addr).unwrap();
+        let pid = raw_get(&mut idle, "/pid");
+        assert!(
+            workers.contains(&pid.parse().unwrap_or(0)),
+            "/pid answered {pid:?}"
+        );
+
+        sigterm_during_a_slow_request(&s);
+        assert!(
+            server_closes(&mut idle),
+            "the idle keep-alive connection was not closed; log:\n{}",
+            s.log()
+        );
         let status = s.wait_exit(DEADLINE).expect("the master exits");
         let log = s.log();
         assert!(
             status.success(),
             "master exit status {status:?}; log:\n{log}"
         );
-        assert_eq!(log.matches("status=exit status 0").count(), 2, "{log}");
-        assert!(!log.contains("exited unexpectedly"), "{log}");
         assert_all_gone(workers, &log);
+        assert_eq!(
+            log.matches("status=exit status 0").count(),
+            2,
+            "both workers drained and exited 0:\n{log}"
+        );
+        assert!(!log.contains("exited unexpectedly"), "{log}");
     }
 
-    /// A busy port (shared-socket and `SO_REUSEPORT` modes), `--workers 0` and an invalid
-    /// address each end the program at once with status 1 and a message naming the cause,
-    /// before any worker starts.
-    pub fn bad_input_fails_fast(bin: &Path) {
-        let bin = bin.to_path_buf();
+    /// Runs `bin` with `args` and expects it to exit on its own with status 1 and a message that
+    /// starts with the program's name; returns everything it printed.
+    fn fails_fast(bin: &Path, args: &[&str]) -> String {
+        let (status, log) = Server::run_to_exit(&bin.to_path_buf(), args, &[]);
+        assert_eq!(status.code(), Some(1), "{args:?}: {log}");
+        let name = program_name(bin);
+        assert!(log.contains(&format!("{name}: ")), "{args:?}: {log}");
+        log
+    }
+
+    /// `bin` with `mode` flags, on a port that another socket holds, fails fast naming the
+    /// address and the OS's cause, with no worker started.
+    fn busy_port_fails_fast(bin: &Path, mode: &[&str]) {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap().to_string();
-        for mode in [&[][..], &["--reuseport"][..]] {
-            let mut args = vec!["--addr", addr.as_str(), "--workers", "2"];
-            args.extend_from_slice(mode);
-            let (status, log) = Server::run_to_exit(&bin, &args, &[]);
-            assert_eq!(status.code(), Some(1), "{mode:?}: {log}");
-            assert!(
-                log.contains(&format!("cannot listen on {addr}")),
-                "{mode:?}: {log}"
-            );
-            assert!(log.contains("Address already in use"), "{mode:?}: {log}");
-            assert!(!log.contains("worker started"), "{mode:?}: {log}");
-        }
-        let (status, log) =
-            Server::run_to_exit(&bin, &["--addr", "127.0.0.1:0", "--workers", "0"], &[]);
-        assert_eq!(status.code(), Some(1), "{log}");
+        let mut args = vec!["--addr", addr.as_str(), "--workers", "2"];
+        args.extend_from_slice(mode);
+        let log = fails_fast(bin, &args);
+        let name = program_name(bin);
+        assert!(
+            log.contains(&format!("{name}: cannot listen on {addr}")),
+            "{mode:?}: {log}"
+        );
+        assert!(log.contains("Address already in use"), "{mode:?}: {log}");
+        assert!(!log.contains("worker started"), "{mode:?}: {log}");
+    }
+
+    /// Proves that bad start-up input fails fast, in the master, before any worker starts: a
+    /// busy port (shared-socket and `SO_REUSEPORT` modes) names the address and the OS's cause;
+    /// `--workers 0` is refused; an invalid address is named. Each exits with status 1 and a
+    /// message that starts with the program's name.
+    pub fn bad_input_fails_fast(bin: &Path) {
+        busy_port_fails_fast(bin, &[]);
+        busy_port_fails_fast(bin, &["--reuseport"]);
+        let log = fails_fast(bin, &["--addr", "127.0.0.1:0", "--workers", "0"]);
         assert!(log.contains("workers must be at least 1"), "{log}");
-        let (status, log) = Server::run_to_exit(&bin, &["--addr", "127.0.0.1:99999"], &[]);
-        assert_eq!(status.code(), Some(1), "{log}");
+        assert!(!log.contains("worker started"), "{log}");
+        let log = fails_fast(bin, &["--addr", "127.0.0.1:99999"]);
         assert!(log.contains("127.0.0.1:99999"), "{log}");
         assert!(!log.contains("worker started"), "{log}");
     }
 
-    /// HTTPS with `--cert/--key` through a client that trusts the test CA: `Hello, World!`,
-    /// over HTTP/2 when `h2` is offered (if `expect_h2`) and HTTP/1.1 when only it is offered.
-    /// Plain HTTP sent to the TLS port, random bytes, and a client that stalls mid-handshake
-    /// (cut off by `--tls-handshake-timeout-ms 300`) each cost that connection only: afterwards
-    /// the same workers still serve, none was restarted.
-    pub fn tls_serves_and_survives_bad_handshakes(bin: &Path, extra: &[&str], expect_h2: bool) {
+    /// Proves that a worker's start-up error is the master's error, without a restart loop, for
+    /// examples that take `--require-file PATH` (a file each worker reads before it reports
+    /// ready; not part of DESIGN.md's flags): with a missing file, the master exits with status
+    /// 1 and the worker's own message (`failed to start: ... cannot read <path>`), only the two
+    /// initial workers were ever started, and none was reported ready.
+    ///
+    /// Returns the log, for the caller's own checks on the message.
+    pub fn a_workers_startup_error_is_the_masters_error(bin: &Path) -> String {
+        let missing = "/nonexistent/prefork-app-data.bin";
+        let args = [
+            "--addr",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--require-file",
+            missing,
+        ];
+        let log = fails_fast(bin, &args);
+        assert!(log.contains("failed to start"), "{log}");
+        assert!(
+            log.contains(&format!("cannot read {missing}")),
+            "the worker's own message:\n{log}"
+        );
+        assert_eq!(log.matches("worker started").count(), 2, "{log}");
+        assert!(!log.contains("all workers ready"), "{log}");
+        log
+    }
+
+    /// Proves the `--no-prefork` baseline: [`no_prefork_serves`], then
+    /// [`no_prefork_drains_a_slow_request`]. `h2c`: the example also speaks HTTP/2 with prior
+    /// knowledge on plain TCP.
+    pub fn no_prefork_serves_and_drains(bin: &Path, h2c: bool) {
+        let s = no_prefork_serves(bin, h2c);
+        no_prefork_drains_a_slow_request(s);
+    }
+
+    /// Proves that `--no-prefork --workers 2` is one process on 2 threads: `/pid` answers its
+    /// own pid, it has no child, its `listening` line says `threads=2`; an unknown path is
+    /// `404`; with `h2c`, HTTP/2 with prior knowledge works. The server runs with
+    /// `--sleep-ms 1000` (`/` is slow, `/pid` is not).
+    ///
+    /// Returns the server, still running, for the caller's own checks and for
+    /// [`no_prefork_drains_a_slow_request`].
+    pub fn no_prefork_serves(bin: &Path, h2c: bool) -> Server {
+        let s = start(bin, &["--no-prefork", "--sleep-ms", "1000"]);
+        let log = s.log();
+        let listening = log.lines().find(|l| l.contains("listening")).unwrap();
+        assert_eq!(field(listening, "threads"), Some("2"), "{log}");
+        let r = get(s.addr, "/pid").unwrap();
+        assert_eq!(r.body, s.pid().to_string(), "served by the process itself");
+        assert!(s.children().is_empty(), "no worker process");
+        assert_eq!(get(s.addr, "/nope").unwrap().status, 404);
+        if h2c {
+            let r = get_h2c(s.addr, "/pid").unwrap();
+            assert_eq!(r.version, hyper::Version::HTTP_2);
+            assert_eq!(r.body, s.pid().to_string());
+        }
+        s
+    }
+
+    /// Proves the single process's graceful stop (on a server from [`no_prefork_serves`]):
+    /// SIGTERM during a slow request lets it complete with the hello answer, and the process
+    /// exits 0.
+    pub fn no_prefork_drains_a_slow_request(mut s: Server) {
+        sigterm_during_a_slow_request(&s);
+        let status = s.wait_exit(DEADLINE).expect("the server exits");
+        assert!(status.success(), "{status:?}; log:\n{}", s.log());
+    }
+
+    /// Proves that `--no-prefork` fails fast on bad input too: a busy port names the address
+    /// and the OS's cause, `--workers 0` is refused ("must be at least 1"); both exit with
+    /// status 1 and a message that starts with the program's name.
+    pub fn no_prefork_bad_input_fails_fast(bin: &Path) {
+        busy_port_fails_fast(bin, &["--no-prefork"]);
+        let log = fails_fast(
+            bin,
+            &["--addr", "127.0.0.1:0", "--workers", "0", "--no-prefork"],
+        );
+        assert!(log.contains("must be at least 1"), "{log}");
+    }
+
+    /// Asks `/pid` over HTTPS on new connections until `n` distinct workers answered (bounded
+    /// by a count and [`DEADLINE`]); returns them.
+    fn tls_pids(addr: SocketAddr, ca: &str, n: usize) -> BTreeSet<u32> {
+        let mut seen = BTreeSet::new();
+        let end = Instant::now() + DEADLINE;
+        for _ in 0..500 {
+            if let Ok(r) = get_tls(addr, "/pid", ca, &[b"http/1.1"]) {
+                seen.extend(r.body.trim().parse::<u32>().ok());
+            }
+            if seen.len() >= n || Instant::now() >= end {
+                break;
+            }
+        }
+        seen
+    }
+
+    /// Proves HTTPS with `--cert/--key` (plus `extra` flags) and that bad handshakes cost their
+    /// connection only. Through a client that trusts the test CA, `/` says hello: over HTTP/2
+    /// when `h2` is offered (if `expect_h2`, else HTTP/1.1), over HTTP/1.1 when only it or no
+    /// ALPN is offered. Plain HTTP sent to the TLS port gets no HTTP answer and is closed;
+    /// random bytes are closed; a client that stalls mid-handshake and one that sends nothing are
+    /// closed by the handshake timeout (`--tls-handshake-timeout-ms 300`). Afterwards the same
+    /// two workers (none restarted) all still serve HTTPS.
+    ///
+    /// Returns the server, still running, for the caller's own checks.
+    pub fn tls_serves_and_survives_bad_handshakes(
+        bin: &Path,
+        extra: &[&str],
+        expect_h2: bool,
+    ) -> Server {
         let certs = TestCerts::generate();
         let dir = temp_dir("contract-tls");
         let (cert, key) = certs.write_to(&dir);
@@ -892,51 +1113,91 @@ pub mod contract {
         args.extend_from_slice(extra);
         let s = start(bin, &args);
         let workers: BTreeSet<u32> = s.wait_ready().into_iter().collect();
+        let ca = certs.ca_pem.as_str();
 
-        let r = get_tls(s.addr, "/", &certs.ca_pem, &[b"h2", b"http/1.1"]).unwrap();
+        let r = get_tls(s.addr, "/", ca, &[b"h2", b"http/1.1"]).unwrap();
         assert_hello(&r);
-        if expect_h2 {
-            assert_eq!(r.version, hyper::Version::HTTP_2, "h2 by ALPN");
+        let negotiated = if expect_h2 {
+            hyper::Version::HTTP_2
+        } else {
+            hyper::Version::HTTP_11
+        };
+        assert_eq!(r.version, negotiated, "chosen by ALPN");
+        let http1: &[&[u8]] = &[b"http/1.1"];
+        for alpn in [http1, &[]] {
+            let r = get_tls(s.addr, "/", ca, alpn).unwrap();
+            assert_hello(&r);
+            assert_eq!(r.version, hyper::Version::HTTP_11, "ALPN {alpn:?}");
         }
-        let r = get_tls(s.addr, "/", &certs.ca_pem, &[b"http/1.1"]).unwrap();
-        assert_hello(&r);
-        assert_eq!(r.version, hyper::Version::HTTP_11);
-        let r = get_tls(s.addr, "/pid", &certs.ca_pem, &[]).unwrap();
-        assert!(
-            workers.contains(&r.body.trim().parse().unwrap()),
-            "{}",
-            r.body
-        );
 
-        assert!(get(s.addr, "/").is_err(), "plain HTTP must not be answered");
-        let mut junk = std::net::TcpStream::connect(s.addr).unwrap();
-        let bytes: Vec<u8> = (0u32..512)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        // Plain HTTP to the TLS port: no HTTP answer, the connection is closed.
+        let mut plain = TcpStream::connect(s.addr).unwrap();
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .unwrap();
+        let answer = read_until_closed(&mut plain).expect("plain HTTP: connection left open");
+        assert!(
+            !answer.starts_with(b"HTTP/"),
+            "plain HTTP must not be answered: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        // Random bytes: closed.
+        let mut junk = TcpStream::connect(s.addr).unwrap();
+        let mut x: u32 = 0x9e37_79b9;
+        let bytes: Vec<u8> = (0..1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
             .collect();
         let _ = junk.write_all(&bytes);
         assert!(
             server_closes(&mut junk),
             "random bytes: connection left open"
         );
-        // A TLS record header, then nothing.
-        let mut stalled = std::net::TcpStream::connect(s.addr).unwrap();
-        stalled.write_all(&[0x16, 0x03, 0x01, 0x02]).unwrap();
+        // A ClientHello record header announcing 512 bytes, then a few of them and nothing more;
+        // and a client that sends nothing at all. Both wait on the same handshake timeout.
+        let mut stalled = TcpStream::connect(s.addr).unwrap();
+        stalled
+            .write_all(&[
+                0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+            ])
+            .unwrap();
+        let mut silent = TcpStream::connect(s.addr).unwrap();
         assert!(
             server_closes(&mut stalled),
-            "stalled handshake: connection left open"
+            "stalled handshake: connection left open; log:\n{}",
+            s.log()
+        );
+        assert!(
+            server_closes(&mut silent),
+            "silent client: connection left open; log:\n{}",
+            s.log()
         );
 
-        assert_hello(&get_tls(s.addr, "/", &certs.ca_pem, &[b"h2", b"http/1.1"]).unwrap());
+        // The workers kept serving: the same ones, none restarted.
+        assert_hello(&get_tls(s.addr, "/", ca, &[b"h2", b"http/1.1"]).unwrap());
+        assert_eq!(tls_pids(s.addr, ca, 2), workers, "{}", s.log());
         assert_eq!(s.started_workers(), workers, "{}", s.log());
+        assert_eq!(
+            s.children().into_iter().collect::<BTreeSet<_>>(),
+            workers,
+            "{}",
+            s.log()
+        );
         assert!(!s.log().contains("exited unexpectedly"), "{}", s.log());
         let _ = std::fs::remove_dir_all(dir);
+        s
     }
 
-    /// Bad TLS inputs (a missing certificate file, a file with no certificate, no key, a key
-    /// that does not match, certificate and key swapped) fail in the master: status 1, a
-    /// message naming the path and the problem, and no worker started.
+    /// Proves that bad TLS input fails in the master, before any worker starts: a missing
+    /// certificate file, a file with no certificate, one with no key, a key that does not match
+    /// the certificate, certificate and key swapped. Each exits with status 1 and a message
+    /// `<program>: TLS: ...` naming the offending file and the problem.
     pub fn bad_tls_inputs_fail_fast(bin: &Path) {
-        let bin: PathBuf = bin.to_path_buf();
+        let name = program_name(bin);
         let dir = temp_dir("contract-bad-tls");
         let (cert, key) = TestCerts::generate().write_to(&dir);
         let junk = dir.join("junk.pem");
@@ -944,56 +1205,48 @@ pub mod contract {
         let other_key = dir.join("other-key.pem");
         std::fs::write(&other_key, TestCerts::generate().key_pem).unwrap();
         let missing = dir.join("missing.pem");
-        let p = |p: &PathBuf| p.to_str().unwrap().to_owned();
-        let cases = [
-            (
-                "missing cert",
-                p(&missing),
-                p(&key),
-                p(&missing),
-                "cannot read",
-            ),
-            (
-                "no certificate",
-                p(&junk),
-                p(&key),
-                p(&junk),
-                "no certificate found",
-            ),
-            (
-                "no key",
-                p(&cert),
-                p(&junk),
-                p(&junk),
-                "no private key found",
-            ),
+
+        let cases: [(&str, &Path, &Path, &Path, &str); 5] = [
+            ("missing cert", &missing, &key, &missing, "cannot read"),
+            ("no certificate", &junk, &key, &junk, "no certificate found"),
+            ("no key", &cert, &junk, &junk, "no private key found"),
             (
                 "key not matching",
-                p(&cert),
-                p(&other_key),
-                p(&other_key),
-                "does not match",
+                &cert,
+                &other_key,
+                &other_key,
+                "does not match the certificate",
             ),
-            ("swapped", p(&key), p(&cert), p(&key), "swapped"),
+            (
+                "swapped",
+                &key,
+                &cert,
+                &key,
+                "are the certificate and key swapped?",
+            ),
         ];
-        for (case, cert_arg, key_arg, named, why) in cases {
+        for (case, cert_arg, key_arg, named, problem) in cases {
             let args = [
                 "--addr",
                 "127.0.0.1:0",
                 "--workers",
                 "2",
                 "--cert",
-                &cert_arg,
+                cert_arg.to_str().unwrap(),
                 "--key",
-                &key_arg,
+                key_arg.to_str().unwrap(),
             ];
-            let (status, log) = Server::run_to_exit(&bin, &args, &[]);
-            assert_eq!(status.code(), Some(1), "{case}: {log}");
+            let log = fails_fast(bin, &args);
+            assert!(log.contains(&format!("{name}: TLS: ")), "{case}: {log}");
+            let named = named.display().to_string();
             assert!(
                 log.contains(&named),
                 "{case}: the path {named} is named:\n{log}"
             );
-            assert!(log.contains(why), "{case}: {why:?} expected:\n{log}");
+            assert!(
+                log.contains(problem),
+                "{case}: {problem:?} expected:\n{log}"
+            );
             assert!(!log.contains("worker started"), "{case}: {log}");
         }
         let _ = std::fs::remove_dir_all(dir);

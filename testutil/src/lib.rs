@@ -39,17 +39,20 @@ pub fn example_bin(name: &str) -> PathBuf {
     path
 }
 
-/// Polls `f` every 10 ms until it returns true or `timeout` passes.
+/// Polls `f` until it returns true or `timeout` passes: every millisecond for the first 200 ms
+/// (so the benchmarks can time short events with it), every 10 ms after that.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
+    let start = Instant::now();
     loop {
         if f() {
             return true;
         }
-        if Instant::now() >= end {
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        let pause = if elapsed < Duration::from_millis(200) { 1 } else { 10 };
+        std::thread::sleep(Duration::from_millis(pause));
     }
 }
 

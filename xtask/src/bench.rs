@@ -48,6 +48,9 @@ pub(crate) struct BenchArgs {
     /// wrk threads.
     #[arg(long, default_value_t = 1)]
     wrk_threads: usize,
+    /// Runs of each load configuration, interleaved round by round; the table shows medians.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Trials of each process-model measurement (medians are reported).
     #[arg(long, default_value_t = 20)]
     trials: usize,
@@ -161,45 +164,52 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         std::env::args().skip(2).collect::<Vec<_>>().join(" ")
     )?;
 
-    let mut loads: Vec<LoadResult> = Vec::new();
     if !args.no_load {
-        for sc in &scenarios {
-            for (name, _, example) in &adapters {
-                for mode in &args.modes {
-                    if *name == "std" && mode == "no-prefork" {
-                        continue; // std_hello has no single-process mode
+        // Every configuration once per round, rounds repeated: a noisy moment spreads over all
+        // configurations instead of spoiling one.
+        let mut runs: Vec<LoadResult> = Vec::new();
+        for round in 1..=args.repeat.max(1) {
+            for sc in &scenarios {
+                let mut configs: Vec<(String, String)> = Vec::new();
+                for (name, _, _) in &adapters {
+                    for mode in &args.modes {
+                        // std_hello has no single-process mode.
+                        if !(*name == "std" && mode == "no-prefork") {
+                            configs.push((name.to_string(), mode.clone()));
+                        }
                     }
+                }
+                configs.extend(args.peers.iter().map(|p| (p.clone(), "peer".to_owned())));
+                for (name, mode) in configs {
                     let port = free_port()?;
-                    let mut cmd = Command::new(bin(example));
-                    cmd.args(["--addr", &format!("127.0.0.1:{port}")])
-                        .args(["--workers", &args.workers.to_string()])
-                        .args(["--sleep-ms", &sc.sleep_ms.to_string()]);
-                    match mode.as_str() {
-                        "reuseport" => {
-                            cmd.arg("--reuseport");
+                    let cmd = match ADAPTERS.iter().find(|(n, _, _)| *n == name) {
+                        Some((_, _, example)) => {
+                            let mut cmd = Command::new(bin(example));
+                            cmd.args(["--addr", &format!("127.0.0.1:{port}")])
+                                .args(["--workers", &args.workers.to_string()])
+                                .args(["--sleep-ms", &sc.sleep_ms.to_string()]);
+                            match mode.as_str() {
+                                "reuseport" => cmd.arg("--reuseport"),
+                                "no-prefork" => cmd.arg("--no-prefork"),
+                                _ => &mut cmd,
+                            };
+                            cmd
                         }
-                        "no-prefork" => {
-                            cmd.arg("--no-prefork");
-                        }
-                        _ => {}
-                    }
-                    let r = load_run(cmd, port, name, mode, sc, duration, &args)?;
-                    eprintln!("{}", row(&r));
-                    loads.push(r);
+                        None => peer_command(&name, port, sc.sleep_ms, args.workers)?,
+                    };
+                    let r = load_run(cmd, port, &name, &mode, sc, duration, &args)?;
+                    eprintln!("round {round}: {}", row(&r));
+                    runs.push(r);
                 }
             }
-            for peer in &args.peers {
-                let port = free_port()?;
-                let cmd = peer_command(peer, port, sc.sleep_ms, args.workers)?;
-                let r = load_run(cmd, port, peer, "peer", sc, duration, &args)?;
-                eprintln!("{}", row(&r));
-                loads.push(r);
-            }
         }
+        let loads = medians(&runs);
         writeln!(
             md,
-            "## Load (wrk -t{} -d{duration}s, warm-up {}s)\n",
-            args.wrk_threads, args.warmup
+            "## Load (wrk -t{} -d{duration}s after a {}s warm-up; medians of {} run(s) per row)\n",
+            args.wrk_threads,
+            args.warmup,
+            args.repeat.max(1)
         )?;
         writeln!(md, "| server | mode | scenario | conns | rps | p50 ms | p99 ms | errors | CPU % | PSS MiB | procs |")?;
         writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|")?;
@@ -221,20 +231,26 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             "\n## Process model (medians of {} trials, {} workers)\n",
             args.trials, args.workers
         )?;
-        writeln!(md, "| server | start-up ms | respawn ms | graceful stop ms | master RSS MiB | worker PSS MiB |")?;
-        writeln!(md, "|---|---|---|---|---|---|")?;
+        writeln!(md, "| server | start-up ms | respawn ms | graceful stop ms | master RSS MiB | master PSS MiB | master private MiB | worker PSS MiB |")?;
+        writeln!(md, "|---|---|---|---|---|---|---|---|")?;
         for (name, _, example) in &adapters {
             let p = process_costs(&bin(example), args.workers, args.trials)
                 .with_context(|| format!("process-model costs of {example}"))?;
             let line = format!(
-                "| {name} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |",
-                p.startup_ms, p.respawn_ms, p.stop_ms, p.master_rss_mb, p.worker_pss_mb
+                "| {name} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                p.startup_ms,
+                p.respawn_ms,
+                p.stop_ms,
+                p.master_rss_mb,
+                p.master_pss_mb,
+                p.master_uss_mb,
+                p.worker_pss_mb
             );
             eprintln!("{line}");
             writeln!(md, "{line}")?;
             process_json.push(format!(
-                "{{\"server\":\"{name}\",\"startup_ms\":{:.2},\"respawn_ms\":{:.2},\"stop_ms\":{:.2},\"master_rss_mb\":{:.2},\"worker_pss_mb\":{:.2}}}",
-                p.startup_ms, p.respawn_ms, p.stop_ms, p.master_rss_mb, p.worker_pss_mb
+                "{{\"server\":\"{name}\",\"startup_ms\":{:.2},\"respawn_ms\":{:.2},\"stop_ms\":{:.2},\"master_rss_mb\":{:.2},\"master_pss_mb\":{:.2},\"master_private_mb\":{:.2},\"worker_pss_mb\":{:.2}}}",
+                p.startup_ms, p.respawn_ms, p.stop_ms, p.master_rss_mb, p.master_pss_mb, p.master_uss_mb, p.worker_pss_mb
             ));
         }
     }
@@ -256,6 +272,30 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     println!("{md}");
     println!("written: {} and {}", md_path.display(), json_path.display());
     Ok(())
+}
+
+/// One row per configuration (in first-run order): the median of each figure over its runs,
+/// errors summed.
+fn medians(runs: &[LoadResult]) -> Vec<LoadResult> {
+    let key = |r: &LoadResult| (r.server.clone(), r.mode.clone(), r.scenario.clone());
+    let mut out: Vec<LoadResult> = Vec::new();
+    for r in runs {
+        if out.iter().any(|o| key(o) == key(r)) {
+            continue;
+        }
+        let same: Vec<&LoadResult> = runs.iter().filter(|o| key(o) == key(r)).collect();
+        let med = |f: fn(&LoadResult) -> f64| median(same.iter().map(|r| f(r)).collect());
+        out.push(LoadResult {
+            rps: med(|r| r.rps),
+            p50_ms: med(|r| r.p50_ms),
+            p99_ms: med(|r| r.p99_ms),
+            cpu_pct: med(|r| r.cpu_pct),
+            pss_mb: med(|r| r.pss_mb),
+            errors: same.iter().map(|r| r.errors).sum(),
+            ..r.clone()
+        });
+    }
+    out
 }
 
 fn row(r: &LoadResult) -> String {
@@ -606,6 +646,8 @@ struct ProcessCosts {
     respawn_ms: f64,
     stop_ms: f64,
     master_rss_mb: f64,
+    master_pss_mb: f64,
+    master_uss_mb: f64,
     worker_pss_mb: f64,
 }
 
@@ -624,6 +666,8 @@ fn process_costs(bin: &PathBuf, workers: usize, trials: usize) -> Result<Process
     let mut respawn = Vec::new();
     let mut stop = Vec::new();
     let mut rss = Vec::new();
+    let mut master_pss = Vec::new();
+    let mut uss = Vec::new();
     let mut pss = Vec::new();
     let args = ["--addr", "127.0.0.1:0", "--workers", &workers.to_string()];
     let args: Vec<&str> = args.to_vec();
@@ -635,6 +679,10 @@ fn process_costs(bin: &PathBuf, workers: usize, trials: usize) -> Result<Process
         // Idle memory, once the workers are up.
         std::thread::sleep(Duration::from_millis(100));
         rss.push(rss_kb(s.pid()) as f64 / 1024.0);
+        master_pss.push(pss_kb(s.pid()) as f64 / 1024.0);
+        let rollup = format!("/proc/{}/smaps_rollup", s.pid());
+        let private = proc_field(&rollup, "Private_Clean:") + proc_field(&rollup, "Private_Dirty:");
+        uss.push(private as f64 / 1024.0);
         let kids = s.children();
         if !kids.is_empty() {
             pss.push(
@@ -661,6 +709,8 @@ fn process_costs(bin: &PathBuf, workers: usize, trials: usize) -> Result<Process
         respawn_ms: median(respawn),
         stop_ms: median(stop),
         master_rss_mb: median(rss),
+        master_pss_mb: median(master_pss),
+        master_uss_mb: median(uss),
         worker_pss_mb: median(pss),
     })
 }

@@ -51,7 +51,11 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         if elapsed >= timeout {
             return false;
         }
-        let pause = if elapsed < Duration::from_millis(200) { 1 } else { 10 };
+        let pause = if elapsed < Duration::from_millis(200) {
+            1
+        } else {
+            10
+        };
         std::thread::sleep(Duration::from_millis(pause));
     }
 }

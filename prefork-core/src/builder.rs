@@ -251,6 +251,11 @@ impl Prefork {
     /// before it reported ready, its error is sent to the master, which reports it as
     /// [`Error::ChildStartup`].
     ///
+    /// The master installs handlers for SIGTERM, SIGINT, SIGQUIT and SIGCHLD while it runs and
+    /// unregisters them before it returns; signal-hook keeps its process-wide handler in place,
+    /// so after `run` returns SIGTERM and SIGINT no longer end the process by themselves: return
+    /// from `main` (the normal case) or handle them yourself.
+    ///
     /// # Errors
     /// - [`Error::Config`]: zero workers, no listen address, `SO_REUSEPORT` off Linux.
     /// - [`Error::Address`], [`Error::Bind`]: a bad address, a port in use.

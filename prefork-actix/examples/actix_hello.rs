@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Parser;
-use prefork_actix::{Config, HttpServerExt as _, Prefork};
+use prefork_actix::{Config, HttpServerExt as _};
 use prefork_testutil::example;
 
 /// The example contract's flags (see DESIGN.md), plus two of this example's own.
@@ -89,15 +89,7 @@ fn routes(cfg: &mut web::ServiceConfig, sleep: Duration) {
 /// The prefork server: this blocks (the master supervises, a worker serves).
 fn prefork(args: &Args) -> io::Result<()> {
     let common = &args.common;
-    let mut prefork = Prefork::new(common.addr.as_str())
-        .reuseport(common.reuseport)
-        .shutdown_timeout(common.shutdown_timeout());
-    if let Some(n) = common.workers {
-        prefork = prefork.workers(n);
-    }
-    if let Some(tls) = common.tls() {
-        prefork = prefork.tls(tls);
-    }
+    let prefork = common.prefork();
     let (sleep, required) = (common.sleep(), args.require_file.clone());
     HttpServer::new(move || {
         let required = required.clone();

@@ -14,7 +14,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
-use prefork_axum::{Prefork, Standalone};
+use prefork_axum::Standalone;
 use prefork_testutil::example;
 
 /// The example contract's flags (see DESIGN.md).
@@ -61,15 +61,8 @@ fn app(sleep: Duration) -> Router {
 }
 
 fn prefork(args: &example::Args) -> io::Result<()> {
-    let mut prefork = Prefork::new(args.addr.as_str())
-        .reuseport(args.reuseport)
-        .shutdown_timeout(args.shutdown_timeout());
-    if let Some(n) = args.workers {
-        prefork = prefork.workers(n);
-    }
-    if let Some(tls) = tls(args)? {
-        prefork = prefork.tls(tls);
-    }
+    tls(args)?; // refuses --cert without the `tls` feature
+    let prefork = args.prefork();
     let sleep = args.sleep();
     // The factory runs in each worker (where pools and caches would be built), never here.
     prefork_axum::Builder::from_prefork(prefork).serve_with(|_worker| async move { Ok(app(sleep)) })

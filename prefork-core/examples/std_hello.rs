@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use prefork_core::{Child, Prefork, Shutdown};
+use prefork_core::{Child, Shutdown};
 use prefork_testutil::example;
 
 /// The example contract's flags (see DESIGN.md), plus two of this example's own.
@@ -38,12 +38,8 @@ fn main() {
         eprintln!("std_hello: --no-prefork and --cert are not supported by this example");
         std::process::exit(2);
     }
-    let mut prefork = Prefork::new(common.addr.as_str())
-        .reuseport(common.reuseport)
-        .shutdown_timeout(common.shutdown_timeout());
-    if let Some(n) = common.workers {
-        prefork = prefork.workers(n);
-    }
+    // `Prefork::new(addr).workers(n).reuseport(..).shutdown_timeout(..)` from the flags.
+    let mut prefork = common.prefork();
     if let Some(n) = args.recover_threshold {
         prefork = prefork.recover_threshold(n);
     }

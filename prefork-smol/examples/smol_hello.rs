@@ -16,7 +16,6 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use prefork_smol::prefork_core::Prefork;
 use prefork_smol::{Server, Standalone};
 use prefork_testutil::example;
 
@@ -56,18 +55,7 @@ fn run(args: &example::Args) -> std::io::Result<()> {
         };
         return server.serve(service);
     }
-    let mut prefork = Prefork::new(args.addr.as_str())
-        .reuseport(args.reuseport)
-        .shutdown_timeout(args.shutdown_timeout());
-    if let Some(n) = args.workers {
-        prefork = prefork.workers(n);
-    }
-    #[cfg(feature = "tls")]
-    let prefork = match args.tls() {
-        Some(tls) => prefork.tls(tls),
-        None => prefork,
-    };
-    Server::new(prefork).serve(service)
+    Server::new(args.prefork()).serve(service)
 }
 
 async fn hello(

@@ -19,7 +19,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use prefork_testutil::example;
-use prefork_tokio::{Prefork, Standalone};
+use prefork_tokio::Standalone;
 
 /// The example contract's flags (see DESIGN.md).
 #[derive(Parser, Debug)]
@@ -43,15 +43,8 @@ fn main() {
 }
 
 fn prefork(args: &example::Args) -> io::Result<()> {
-    let mut prefork = Prefork::new(args.addr.as_str())
-        .reuseport(args.reuseport)
-        .shutdown_timeout(args.shutdown_timeout());
-    if let Some(n) = args.workers {
-        prefork = prefork.workers(n);
-    }
-    if let Some(tls) = tls(args)? {
-        prefork = prefork.tls(tls);
-    }
+    tls(args)?; // refuses --cert without the `tls` feature
+    let prefork = args.prefork();
     let sleep = args.sleep();
     prefork_tokio::Builder::new(prefork).serve(service_fn(move |req| hello(req, sleep)))
 }

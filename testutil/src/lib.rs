@@ -631,6 +631,21 @@ pub mod example {
             )
         }
 
+        /// The process model these flags describe: `--addr`, `--workers`, `--reuseport`,
+        /// `--shutdown-timeout-ms`, and `--cert/--key` when given.
+        pub fn prefork(&self) -> prefork_core::Prefork {
+            let mut prefork = prefork_core::Prefork::new(self.addr.as_str())
+                .reuseport(self.reuseport)
+                .shutdown_timeout(self.shutdown_timeout());
+            if let Some(n) = self.workers {
+                prefork = prefork.workers(n);
+            }
+            if let Some(tls) = self.tls() {
+                prefork = prefork.tls(tls);
+            }
+            prefork
+        }
+
         /// `--workers`, or the number of CPUs.
         pub fn workers_or_cpus(&self) -> usize {
             self.workers.unwrap_or_else(|| {

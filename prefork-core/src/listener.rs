@@ -285,6 +285,28 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_wildcard_is_dual_stack_unless_tcp6() {
+        use std::net::TcpStream;
+        let wildcard: SocketAddr = "[::]:0".parse().unwrap();
+        let Ok(dual) = listen(wildcard, Network::Tcp, false, 16) else {
+            return; // no IPv6 on this machine
+        };
+        let port = dual.local_addr().unwrap().as_socket().unwrap().port();
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            "tcp: IPv4 reaches [::]"
+        );
+        assert!(TcpStream::connect(("::1", port)).is_ok());
+        let v6only = listen(wildcard, Network::Tcp6, false, 16).unwrap();
+        let port = v6only.local_addr().unwrap().as_socket().unwrap().port();
+        assert!(TcpStream::connect(("::1", port)).is_ok());
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "tcp6 is IPv6 only"
+        );
+    }
+
+    #[test]
     fn backlog_is_positive() {
         assert!(default_backlog() > 0);
     }

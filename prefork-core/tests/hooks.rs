@@ -17,9 +17,15 @@ fn worker_entry() {
         return;
     }
     let mut prefork = Prefork::new("127.0.0.1:0");
-    if let Some(marker) = std::env::var_os("HOOK_TEST_DEATH_MARKER") {
+    if let Some(dir) = std::env::var_os("HOOK_TEST_DEATH_DIR") {
+        // Each worker leaves a file named by its pid (written whole, then renamed into place).
         prefork = prefork.on_master_death(move || {
-            let _ = std::fs::write(&marker, std::process::id().to_string());
+            let dir = std::path::Path::new(&dir);
+            let pid = std::process::id().to_string();
+            let tmp = dir.join(format!(".{pid}"));
+            if std::fs::write(&tmp, "done").is_ok() {
+                let _ = std::fs::rename(&tmp, dir.join(pid));
+            }
         });
     }
     let result = prefork.run(|child| {
@@ -43,8 +49,14 @@ fn master_entry() {
     if is_child() || std::env::var_os("HOOK_TEST_MASTER").is_none() {
         return;
     }
+    let dir = std::env::var_os("HOOK_TEST_DEATH_DIR").expect("HOOK_TEST_DEATH_DIR");
     let result = prefork()
         .command_producer(producer(&[]))
+        .on_master_ready(move |_| {
+            // Tells the test that every worker serves (and so watches its master).
+            std::fs::write(std::path::Path::new(&dir).join("ready"), "")?;
+            Ok(())
+        })
         .run(|_| unreachable!());
     std::process::exit(i32::from(result.is_err()));
 }
@@ -52,49 +64,38 @@ fn master_entry() {
 #[test]
 fn on_master_death_runs_in_each_worker_when_the_master_is_killed() {
     let dir = prefork_testutil::temp_dir("master-death");
-    let marker = dir.join("marker");
+
     let mut master = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "master_entry", "--nocapture", "--test-threads=1"])
         .env("HOOK_TEST_MASTER", "1")
-        .env("HOOK_TEST_DEATH_MARKER", &marker)
+        .env("HOOK_TEST_DEATH_DIR", &dir)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let pid = master.id();
+    // Kill the master only once every worker is ready: a worker still starting would find its
+    // `ready` report refused and exit before it ever watched the master.
     let mut exited = None;
     let started = wait_until(DEADLINE, || {
         exited = master.try_wait().unwrap();
-        exited.is_some() || prefork_testutil::children_of(pid).len() == 2
+        exited.is_some() || dir.join("ready").exists()
     });
     assert!(
         started && exited.is_none(),
-        "the master never started its workers (exit: {exited:?})"
+        "the master never got its workers ready (exit: {exited:?})"
     );
     let workers = prefork_testutil::children_of(pid);
     master.kill().unwrap();
     master.wait().unwrap();
+    // The hook ran in every worker.
+    let ran_in = |pid: &u32| dir.join(pid.to_string()).exists();
     assert!(
-        wait_until(DEADLINE, || marker.exists()),
-        "on_master_death did not run"
-    );
-    let by: u32 = wait_for_content(&marker);
-    assert!(
-        workers.contains(&by),
-        "the hook ran in a worker ({by} not in {workers:?})"
+        wait_until(DEADLINE, || workers.iter().all(ran_in)),
+        "on_master_death did not run in every worker {workers:?}: {:?}",
+        std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
     );
     assert_gone(&workers);
     let _ = std::fs::remove_dir_all(dir);
-}
-
-fn wait_for_content(path: &std::path::Path) -> u32 {
-    let mut v = None;
-    wait_until(DEADLINE, || {
-        v = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.parse().ok());
-        v.is_some()
-    });
-    v.expect("marker content")
 }
 
 /// Re-executes this test binary so that it runs `worker_entry` only.

@@ -721,8 +721,14 @@ pub fn server_closes(stream: &mut std::net::TcpStream) -> bool {
 /// Sends `GET path` over a raw keep-alive connection and reads exactly one `200` response;
 /// returns its body.
 pub fn raw_get(stream: &mut std::net::TcpStream, path: &str) -> String {
-    use std::io::{Read, Write};
+    use std::io::Write;
     write!(stream, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    read_response(stream)
+}
+
+/// Reads exactly one `200` response from a raw connection; returns its body.
+pub fn read_response(stream: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut data = Vec::new();
     let mut buf = [0u8; 1024];
@@ -749,6 +755,34 @@ pub fn raw_get(stream: &mut std::net::TcpStream, path: &str) -> String {
     panic!("no complete response");
 }
 
+/// Whether the server end of the IPv4 connection `server` <- `client` has read everything the
+/// client sent (its receive queue in `/proc/net/tcp` is empty): the readiness signal for "the
+/// request is in the server's hands".
+pub fn server_has_read(server: SocketAddr, client: SocketAddr) -> bool {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(a.ip().octets()),
+            a.port()
+        ),
+        SocketAddr::V6(_) => String::new(),
+    };
+    let (local, remote) = (hex(server), hex(client));
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 4
+            && f[1] == local
+            && f[2] == remote
+            && f[4]
+                .split(':')
+                .nth(1)
+                .is_some_and(|rx| rx.trim_start_matches('0').is_empty())
+    })
+}
+
 /// The end-to-end contract every example program meets (DESIGN.md's example programs, and the
 /// adapter issues' test lists), as reusable scenarios: each crate's end-to-end tests run them on
 /// its own example, one `#[test]` per scenario, so the contract is written once and a new adapter
@@ -770,7 +804,6 @@ pub mod contract {
     use std::io::Write;
     use std::net::{SocketAddr, TcpStream};
     use std::path::Path;
-    use std::time::Duration;
 
     use super::*;
 
@@ -915,16 +948,23 @@ pub mod contract {
     /// Sends SIGTERM to `s` while a slow `GET /` (the server runs with `--sleep-ms` of a second or
     /// more) is in flight, and checks that the request completes with the hello answer.
     fn sigterm_during_a_slow_request(s: &Server) {
-        let addr = s.addr;
-        let request = std::thread::spawn(move || get(addr, "/"));
-        // Give the request time to reach the server before the stop.
-        std::thread::sleep(Duration::from_millis(400));
+        let mut conn = TcpStream::connect(s.addr).unwrap();
+        // A worker has accepted the connection (it answers on it)...
+        raw_get(&mut conn, "/pid");
+        write!(conn, "GET / HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+        // ...and has read the slow request from it.
+        let client = conn.local_addr().unwrap();
+        assert!(
+            wait_until(DEADLINE, || server_has_read(s.addr, client)),
+            "the server never read the request; log:\n{}",
+            s.log()
+        );
         s.signal(Signal::SIGTERM);
-        let r = request
-            .join()
-            .unwrap()
-            .expect("the in-flight request completes");
-        assert_hello(&r);
+        assert_eq!(
+            read_response(&mut conn),
+            "Hello, World!",
+            "the in-flight request completes"
+        );
     }
 
     /// Proves the graceful stop: SIGTERM to the master while a slow request (`--sleep-ms 1500`)

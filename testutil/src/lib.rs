@@ -70,6 +70,7 @@ pub struct Server {
     /// The address the master reported (`listening addr=...`).
     pub addr: SocketAddr,
     seen_workers: Arc<Mutex<BTreeSet<u32>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -112,6 +113,7 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn server");
         let log = Arc::new(Mutex::new(String::new()));
         let seen_workers = Arc::new(Mutex::new(BTreeSet::new()));
+        let mut readers = Vec::new();
         for pipe in [
             child
                 .stdout
@@ -127,7 +129,7 @@ impl Server {
         {
             let log = log.clone();
             let seen = seen_workers.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
                     if line.contains("worker started") {
@@ -139,7 +141,7 @@ impl Server {
                     l.push_str(&line);
                     l.push('\n');
                 }
-            });
+            }));
         }
         Server {
             pid: child.id(),
@@ -147,6 +149,7 @@ impl Server {
             log,
             addr: "0.0.0.0:0".parse().unwrap(),
             seen_workers,
+            readers,
         }
     }
 
@@ -164,8 +167,9 @@ impl Server {
         let status = s
             .wait_exit(DEADLINE)
             .unwrap_or_else(|| panic!("process did not exit; log:\n{}", s.log()));
-        // Let the reader threads collect the last lines.
-        std::thread::sleep(Duration::from_millis(50));
+        // Everything it printed: its pipes reach end of file once no process holds them (bounded,
+        // in case a stray worker still does).
+        wait_until(DEADLINE, || s.readers.iter().all(|r| r.is_finished()));
         (status, s.log())
     }
 

@@ -154,7 +154,11 @@ impl Child {
     }
 }
 
-pub(crate) fn drain_timeout(shutdown_timeout: Duration) -> Duration {
+/// The drain budget for a given shutdown timeout: the timeout less a margin (a quarter of it, at
+/// most 1 s), so a process that drains for its whole budget still exits on its own before the
+/// master's SIGKILL. [`Child::drain_timeout`] applies it to the worker's timeout; adapters use it
+/// where they hold the timeout themselves.
+pub fn drain_timeout(shutdown_timeout: Duration) -> Duration {
     shutdown_timeout - (shutdown_timeout / 4).min(Duration::from_secs(1))
 }
 

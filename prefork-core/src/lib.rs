@@ -89,7 +89,7 @@ mod supervisor;
 mod tls;
 
 pub use builder::{Prefork, DEFAULT_READY_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT};
-pub use child::Child;
+pub use child::{drain_timeout, Child};
 pub use error::{BoxError, Error};
 pub use listener::{bind, ListenAddr, Network};
 pub use policy::RecoverPolicy;

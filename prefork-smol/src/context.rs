@@ -104,7 +104,7 @@ impl Context {
     /// what is left and returning: the shutdown timeout less a margin (a quarter of it, at most
     /// one second), so that the worker exits on its own (status 0) before the master's SIGKILL.
     pub fn drain_timeout(&self) -> Duration {
-        drain_timeout(self.shutdown_timeout)
+        prefork_core::drain_timeout(self.shutdown_timeout)
     }
 
     /// Tells the master that this worker accepts connections. Call it once the accept loop
@@ -164,27 +164,5 @@ impl Context {
             .as_ref()
             .map(|(_, t)| *t)
             .unwrap_or(prefork_core::DEFAULT_HANDSHAKE_TIMEOUT)
-    }
-}
-
-/// The shutdown timeout less a margin for exiting: a quarter of it, at most one second.
-pub(crate) fn drain_timeout(shutdown_timeout: Duration) -> Duration {
-    let margin = (shutdown_timeout / 4).min(Duration::from_secs(1));
-    shutdown_timeout - margin
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drain_timeout_leaves_a_margin() {
-        let ms = Duration::from_millis;
-        assert_eq!(drain_timeout(ms(300)), ms(225));
-        assert_eq!(
-            drain_timeout(Duration::from_secs(30)),
-            Duration::from_secs(29)
-        );
-        assert_eq!(drain_timeout(Duration::ZERO), Duration::ZERO);
     }
 }

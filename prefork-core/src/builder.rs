@@ -25,6 +25,35 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default time a worker gets from its start to its `ready`: 60 seconds.
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The default heartbeat watchdog timeout: 30 seconds, gunicorn's `timeout`.
+pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a worker does with its soft `RLIMIT_NOFILE` at start-up
+/// ([`Prefork::nofile_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum NofileLimit {
+    /// Raise the soft limit to the hard limit (the default; what Go's runtime does, and nginx's
+    /// `worker_rlimit_nofile`): a soft limit of 1024 would stop a worker at about 1,000
+    /// connections.
+    #[default]
+    Hard,
+    /// Set the soft limit to this value (capped at the hard limit).
+    Value(u64),
+    /// Leave the limit as inherited.
+    Keep,
+}
+
+impl NofileLimit {
+    pub(crate) fn env_value(self) -> String {
+        match self {
+            NofileLimit::Hard => "hard".into(),
+            NofileLimit::Value(n) => n.to_string(),
+            NofileLimit::Keep => "keep".into(),
+        }
+    }
+}
+
 /// A prefork server: one master process supervising N worker processes that share the
 /// listening socket(s).
 ///
@@ -42,6 +71,15 @@ pub struct Prefork {
     pub(crate) shutdown_timeout: Duration,
     pub(crate) ready_timeout: Duration,
     pub(crate) recover: RecoverPolicy,
+    pub(crate) drain_grace: Duration,
+    pub(crate) shutdown_delay: Duration,
+    pub(crate) reload_surge: usize,
+    pub(crate) worker_timeout: Option<Duration>,
+    pub(crate) max_requests: Option<u64>,
+    pub(crate) max_requests_jitter: u64,
+    pub(crate) max_memory: Option<u64>,
+    pub(crate) nofile: NofileLimit,
+    pub(crate) control_socket: Option<std::path::PathBuf>,
     pub(crate) on_child_spawn: Option<SpawnHook>,
     pub(crate) on_master_ready: Option<ReadyHook>,
     pub(crate) on_child_recover: Option<RecoverHook>,
@@ -62,6 +100,15 @@ impl fmt::Debug for Prefork {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("ready_timeout", &self.ready_timeout)
             .field("recover", &self.recover)
+            .field("drain_grace", &self.drain_grace)
+            .field("shutdown_delay", &self.shutdown_delay)
+            .field("reload_surge", &self.reload_surge)
+            .field("worker_timeout", &self.worker_timeout)
+            .field("max_requests", &self.max_requests)
+            .field("max_requests_jitter", &self.max_requests_jitter)
+            .field("max_memory", &self.max_memory)
+            .field("nofile", &self.nofile)
+            .field("control_socket", &self.control_socket)
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +124,15 @@ impl Default for Prefork {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             recover: RecoverPolicy::default(),
+            drain_grace: crate::child::DEFAULT_DRAIN_GRACE,
+            shutdown_delay: Duration::ZERO,
+            reload_surge: 1,
+            worker_timeout: Some(DEFAULT_WORKER_TIMEOUT),
+            max_requests: None,
+            max_requests_jitter: 0,
+            max_memory: None,
+            nofile: NofileLimit::Hard,
+            control_socket: None,
             on_child_spawn: None,
             on_master_ready: None,
             on_child_recover: None,
@@ -163,6 +219,68 @@ impl Prefork {
     /// Default: none (every exit in the master's life counts, as in fasthttp).
     pub fn recover_window(mut self, window: Duration) -> Self {
         self.recover.window = Some(window);
+        self
+    }
+
+    /// How long a draining worker keeps an idle keep-alive connection open before closing it.
+    /// Default: [`DEFAULT_DRAIN_GRACE`](crate::DEFAULT_DRAIN_GRACE) (1 s). See
+    /// [`Child::drain_grace`].
+    pub fn drain_grace(mut self, grace: Duration) -> Self {
+        self.drain_grace = grace;
+        self
+    }
+
+    /// On SIGTERM/SIGINT, keep accepting for this long before the drain starts, so that a load
+    /// balancer (a Kubernetes Service, say) has time to stop sending new connections. Default:
+    /// zero. Within Kubernetes, set it to a few seconds, or use a `preStop` sleep instead.
+    pub fn shutdown_delay(mut self, delay: Duration) -> Self {
+        self.shutdown_delay = delay;
+        self
+    }
+
+    /// How many replacement workers a rolling reload (SIGHUP) or a recycle may run beside the
+    /// workers they replace. Default: 1 (one worker at a time). At least 1.
+    pub fn reload_surge(mut self, surge: usize) -> Self {
+        self.reload_surge = surge.max(1);
+        self
+    }
+
+    /// The heartbeat watchdog: a serving worker whose heartbeats stop for longer than this (its
+    /// event loop is blocked, deadlocked or stopped) is killed and replaced. `None` turns the
+    /// watchdog off. Default: [`DEFAULT_WORKER_TIMEOUT`] (30 s).
+    pub fn worker_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.worker_timeout = timeout;
+        self
+    }
+
+    /// Recycles a worker after it served this many requests (plus a random `0..=jitter`, so
+    /// workers do not recycle together): its replacement starts first, and the old worker drains
+    /// once the new one is ready, so capacity never drops. Default: off.
+    pub fn max_requests(mut self, requests: u64, jitter: u64) -> Self {
+        self.max_requests = Some(requests).filter(|&n| n > 0);
+        self.max_requests_jitter = jitter;
+        self
+    }
+
+    /// Recycles a worker whose resident memory exceeds this many bytes (read by the master from
+    /// `/proc` every few seconds), the same way as [`Prefork::max_requests`]. Default: off.
+    pub fn max_memory(mut self, bytes: u64) -> Self {
+        self.max_memory = Some(bytes).filter(|&n| n > 0);
+        self
+    }
+
+    /// What each worker does with its soft file-descriptor limit at start-up. Default:
+    /// [`NofileLimit::Hard`].
+    pub fn nofile_limit(mut self, limit: NofileLimit) -> Self {
+        self.nofile = limit;
+        self
+    }
+
+    /// Serves the master's control socket at `path`: a Unix socket (mode 0600) speaking one JSON
+    /// object per line, e.g. `{"command":"stats"}`, `{"command":"reload"}`,
+    /// `{"command":"scale","workers":3}`, `{"command":"stop"}`. Default: none.
+    pub fn control_socket(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.control_socket = Some(path.into());
         self
     }
 

@@ -5,9 +5,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::health::{Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL};
 use crate::listener::{self, Network};
 use crate::role::*;
 use crate::shutdown::{Shutdown, ShutdownReason};
@@ -24,10 +25,13 @@ pub(crate) type MasterDeathHook = Arc<dyn Fn() + Send + Sync>;
 pub(crate) struct Control {
     stream: UnixStream,
     ready: AtomicBool,
+    /// Keeps each line whole when the event loop's heartbeat and another thread write at once.
+    write: Mutex<()>,
 }
 
 impl Control {
     fn send(&self, line: &str) -> io::Result<()> {
+        let _one_line_at_a_time = self.write.lock().unwrap_or_else(|e| e.into_inner());
         (&self.stream).write_all(line.as_bytes())
     }
 
@@ -35,7 +39,22 @@ impl Control {
         if self.ready.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        self.send("ready\n")
+        self.send(&format!("ready {PROTOCOL_VERSION}\n"))
+    }
+
+    /// `hb <requests> <connections>`, without blocking: a beat that does not fit in the socket
+    /// buffer (the master is stopped or gone) is dropped. A line is written whole or not at all
+    /// in practice (a few bytes into a buffer with room); a partial write is completed.
+    pub(crate) fn heartbeat(&self, requests: u64, connections: u64) {
+        let line = format!("hb {requests} {connections}\n");
+        let _one_line_at_a_time = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let sock = socket2::SockRef::from(&self.stream);
+        match sock.send_with_flags(line.as_bytes(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+            Ok(n) if n < line.len() => {
+                let _ = (&self.stream).write_all(&line.as_bytes()[n..]);
+            }
+            _ => {}
+        }
     }
 
     pub(crate) fn is_ready(&self) -> bool {
@@ -64,11 +83,42 @@ pub struct Child {
     control: Arc<Control>,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
+    drain_grace: Duration,
+    heartbeat_interval: Duration,
+    counters: Counters,
     #[cfg(feature = "tls")]
     tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
 }
 
 impl Child {
+    /// How long a draining worker keeps an idle keep-alive connection open before it closes it
+    /// ([`Prefork::drain_grace`](crate::Prefork::drain_grace), default 1 s).
+    ///
+    /// The loss-free drain: once the shutdown starts, stop accepting; answer every request
+    /// already received; give the next response on each keep-alive connection
+    /// `Connection: close` (HTTP/2: GOAWAY); close a connection that stays idle for this long.
+    /// A client that is about to send on a connection it believes open gets its answer instead of
+    /// a reset.
+    pub fn drain_grace(&self) -> Duration {
+        self.drain_grace
+    }
+
+    /// The worker's request and connection counters. Adapters count every request and open
+    /// connection here; the master reads them from the heartbeats (stats, `max_requests`).
+    pub fn counters(&self) -> Counters {
+        self.counters.clone()
+    }
+
+    /// The heartbeat to send from inside the worker's event loop, every
+    /// [`Heartbeat::interval`]; see [`Heartbeat`].
+    pub fn heartbeat(&self) -> Heartbeat {
+        Heartbeat::new(
+            Some(self.control.clone()),
+            self.counters.clone(),
+            self.heartbeat_interval,
+        )
+    }
+
     /// The worker id, `0..workers`, stable across respawns.
     pub fn worker_id(&self) -> usize {
         self.worker_id
@@ -159,8 +209,12 @@ impl Child {
 /// master's SIGKILL. [`Child::drain_timeout`] applies it to the worker's timeout; adapters use it
 /// where they hold the timeout themselves.
 pub fn drain_timeout(shutdown_timeout: Duration) -> Duration {
-    shutdown_timeout - (shutdown_timeout / 4).min(Duration::from_secs(1))
+    shutdown_timeout.saturating_sub((shutdown_timeout / 4).min(Duration::from_secs(1)))
 }
+
+/// The default [`Child::drain_grace`]: 1 s, long enough for a busy keep-alive client's next
+/// request to arrive and be answered with `Connection: close`.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 fn env_var(name: &str) -> Result<String, Error> {
     std::env::var(name).map_err(|_| {
@@ -193,6 +247,14 @@ pub(crate) struct ChildConfig {
 /// Builds the worker's context from its environment and inherited descriptors, or explains why
 /// this process is not a proper worker. Nothing is served and nothing waits.
 pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
+    let protocol = std::env::var(ENV_PROTOCOL).unwrap_or_default();
+    if protocol != PROTOCOL_VERSION.to_string() {
+        return Err(Error::NotAChild(format!(
+            "its master speaks prefork control protocol {:?} and this program speaks {PROTOCOL_VERSION}: \
+             a reload cannot change the protocol; restart the master with this build",
+            protocol
+        )));
+    }
     let worker_id: usize = env_num(ENV_WORKER_ID)?;
     let control_fd: RawFd = env_num(ENV_CONTROL_FD)?;
     let n_listeners: i32 = env_num(ENV_LISTEN_FDS)?;
@@ -205,6 +267,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
     let control = Arc::new(Control {
         stream: control,
         ready: AtomicBool::new(false),
+        write: Mutex::new(()),
     });
     // From here on the master is listening: report failures to it as well.
     let fail = |e: Error| {
@@ -212,11 +275,18 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         e
     };
 
-    let shutdown_timeout = std::env::var(ENV_SHUTDOWN_TIMEOUT_MS)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(cfg.shutdown_timeout);
+    let env_ms = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+    };
+    let shutdown_timeout = env_ms(ENV_SHUTDOWN_TIMEOUT_MS).unwrap_or(cfg.shutdown_timeout);
+    let drain_grace = env_ms(ENV_DRAIN_GRACE_MS).unwrap_or(DEFAULT_DRAIN_GRACE);
+    let heartbeat_interval = env_ms(ENV_HEARTBEAT_MS)
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL);
+    raise_nofile_limit(std::env::var(ENV_NOFILE).ok().as_deref());
 
     let mut listeners = Vec::new();
     for i in 0..n_listeners {
@@ -274,9 +344,38 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         control,
         shutdown,
         shutdown_timeout,
+        drain_grace,
+        heartbeat_interval,
+        counters: Counters::default(),
         #[cfg(feature = "tls")]
         tls,
     })
+}
+
+/// Sets the soft `RLIMIT_NOFILE` as the master asked: `hard` (the default: up to the hard limit,
+/// as Go's runtime and nginx's `worker_rlimit_nofile` do), a number (capped at the hard limit),
+/// or `keep`.
+fn raise_nofile_limit(spec: Option<&str>) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = match spec.unwrap_or("hard") {
+        "keep" => return,
+        "hard" => None,
+        n => match n.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => return,
+        },
+    };
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let target = want.map_or(hard, |n| n.min(hard));
+    if target == soft {
+        return;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+        Ok(()) => tracing::debug!(from = soft, to = target, hard, "soft RLIMIT_NOFILE set"),
+        Err(e) => tracing::warn!(error = %e, soft, target, "cannot set the soft RLIMIT_NOFILE"),
+    }
 }
 
 fn take_control_socket(fd: RawFd) -> Result<UnixStream, Error> {

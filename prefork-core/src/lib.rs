@@ -78,6 +78,7 @@ compile_error!(
 mod builder;
 mod child;
 mod error;
+mod health;
 mod listener;
 mod policy;
 mod role;
@@ -88,9 +89,12 @@ mod supervisor;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub use builder::{Prefork, DEFAULT_READY_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT};
-pub use child::{drain_timeout, Child};
+pub use builder::{
+    NofileLimit, Prefork, DEFAULT_READY_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_WORKER_TIMEOUT,
+};
+pub use child::{drain_timeout, Child, DEFAULT_DRAIN_GRACE};
 pub use error::{BoxError, Error};
+pub use health::{ConnectionGuard, Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL};
 pub use listener::{bind, ListenAddr, Network};
 pub use policy::RecoverPolicy;
 pub use role::{is_child, worker_id, ENV_CHILD, ENV_WORKER_ID};

@@ -167,6 +167,61 @@ pub fn bind(addr: impl Into<ListenAddr>) -> Result<TcpListener, Error> {
     Ok(listener)
 }
 
+/// What the master binds before it starts any worker.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    /// Shared-socket mode: the listening sockets every worker inherits, in configured order.
+    pub(crate) listeners: Vec<OwnedFd>,
+    /// `SO_REUSEPORT` mode: the value of `PREFORK_REUSEPORT` (the addresses each worker binds).
+    pub(crate) reuseport: Option<String>,
+    /// The listen backlog.
+    pub(crate) backlog: i32,
+    /// `SO_REUSEPORT` mode: each address kept bound (not listening) by the master, which
+    /// validates it, fixes a port chosen with port 0, and reserves it for the workers.
+    pub(crate) reservations: Vec<Socket>,
+}
+
+/// Binds every configured address (shared-socket mode) or validates and reserves it
+/// (`SO_REUSEPORT` mode), logging each.
+pub(crate) fn bind_all(
+    addrs: &[ListenAddr],
+    network: Network,
+    reuseport: bool,
+    backlog: Option<i32>,
+    workers: usize,
+) -> Result<Bound, Error> {
+    let backlog = backlog.unwrap_or_else(default_backlog);
+    let mut bound = Bound {
+        listeners: Vec::new(),
+        reuseport: None,
+        backlog,
+        reservations: Vec::new(),
+    };
+    let mut spec = Vec::new();
+    for a in addrs {
+        let addr = a.resolve(network)?;
+        if reuseport {
+            let s = bind_socket(addr, network, true)?;
+            let local = s
+                .local_addr()
+                .ok()
+                .and_then(|l| l.as_socket())
+                .unwrap_or(addr);
+            let dual = local.is_ipv6() && network == Network::Tcp;
+            spec.push(format!("{local}{}", if dual { "/dual" } else { "" }));
+            tracing::info!(addr = %local, workers, "listening (SO_REUSEPORT, one socket per worker)");
+            bound.reservations.push(s);
+        } else {
+            let s = listen(addr, network, false, backlog)?;
+            let local = s.local_addr().ok().and_then(|l| l.as_socket());
+            tracing::info!(addr = %local.unwrap_or(addr), workers, "listening");
+            bound.listeners.push(OwnedFd::from(s));
+        }
+    }
+    bound.reuseport = (!spec.is_empty()).then(|| spec.join(","));
+    Ok(bound)
+}
+
 /// Is `fd` open in this process?
 pub(crate) fn fd_is_open(fd: RawFd) -> bool {
     nix::fcntl::fcntl(

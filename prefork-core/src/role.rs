@@ -16,6 +16,20 @@ pub(crate) const ENV_BACKLOG: &str = "PREFORK_BACKLOG";
 /// The master's shutdown timeout in milliseconds.
 pub(crate) const ENV_SHUTDOWN_TIMEOUT_MS: &str = "PREFORK_SHUTDOWN_TIMEOUT_MS";
 
+/// The control protocol version the master speaks; a worker of another version refuses to start.
+pub(crate) const ENV_PROTOCOL: &str = "PREFORK_PROTOCOL";
+/// How often the worker sends a heartbeat, in milliseconds.
+pub(crate) const ENV_HEARTBEAT_MS: &str = "PREFORK_HEARTBEAT_MS";
+/// How long a draining worker keeps an idle keep-alive connection open, in milliseconds.
+pub(crate) const ENV_DRAIN_GRACE_MS: &str = "PREFORK_DRAIN_GRACE_MS";
+/// The worker's soft `RLIMIT_NOFILE`: `hard`, `keep`, or a number.
+pub(crate) const ENV_NOFILE: &str = "PREFORK_NOFILE";
+
+/// The version of the master ↔ worker control protocol. A worker started by a master of another
+/// version (after a reload into a build with a different protocol) fails its start with a
+/// message saying to restart the master.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
 /// The first inherited listener's fd; further listeners follow, then the control socket.
 pub(crate) const FIRST_FD: i32 = 3;
 

@@ -40,6 +40,9 @@ pub(crate) struct WorkerEnv<'a> {
     pub(crate) reuseport: Option<&'a str>,
     pub(crate) backlog: i32,
     pub(crate) shutdown_timeout_ms: u128,
+    pub(crate) drain_grace_ms: u128,
+    pub(crate) heartbeat_ms: u128,
+    pub(crate) nofile: String,
 }
 
 /// Completes `cmd` for worker `worker_id` and starts it. Returns the process and the master's
@@ -85,7 +88,11 @@ pub(crate) fn spawn(
         .env(ENV_LISTEN_FDS, env.listeners.len().to_string())
         .env(ENV_CONTROL_FD, (FIRST_FD + n - 1).to_string())
         .env(ENV_BACKLOG, env.backlog.to_string())
-        .env(ENV_SHUTDOWN_TIMEOUT_MS, env.shutdown_timeout_ms.to_string());
+        .env(ENV_SHUTDOWN_TIMEOUT_MS, env.shutdown_timeout_ms.to_string())
+        .env(ENV_PROTOCOL, PROTOCOL_VERSION.to_string())
+        .env(ENV_DRAIN_GRACE_MS, env.drain_grace_ms.to_string())
+        .env(ENV_HEARTBEAT_MS, env.heartbeat_ms.to_string())
+        .env(ENV_NOFILE, &env.nofile);
     match env.reuseport {
         Some(addrs) => cmd.env(ENV_REUSEPORT, addrs),
         None => cmd.env_remove(ENV_REUSEPORT),

@@ -13,7 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::builder::Prefork;
-use crate::listener::{self, Network};
+use crate::listener;
 use crate::policy::{self, RecoveryBudget};
 use crate::signals::MasterSignals;
 use crate::spawn::{self, SpawnContext, WorkerEnv};
@@ -99,33 +99,13 @@ pub(crate) fn run(cfg: Prefork) -> Result<(), Error> {
     if let Some(tls) = &cfg.tls {
         tls.load()?;
     }
-    let backlog = cfg.backlog.unwrap_or_else(listener::default_backlog);
-
-    let mut listeners = Vec::new();
-    // In SO_REUSEPORT mode the master keeps each address bound (not listening): that validates
-    // it, fixes a port chosen with port 0, and reserves it for the workers' own sockets.
-    let mut reservations = Vec::new();
-    let mut spec = Vec::new();
-    for a in &cfg.addrs {
-        let addr = a.resolve(cfg.network)?;
-        if cfg.reuseport {
-            let s = listener::bind_socket(addr, cfg.network, true)?;
-            let local = s
-                .local_addr()
-                .ok()
-                .and_then(|l| l.as_socket())
-                .unwrap_or(addr);
-            let dual = local.is_ipv6() && cfg.network == Network::Tcp;
-            spec.push(format!("{local}{}", if dual { "/dual" } else { "" }));
-            tracing::info!(addr = %local, workers = n, "listening (SO_REUSEPORT, one socket per worker)");
-            reservations.push(s);
-        } else {
-            let s = listener::listen(addr, cfg.network, false, backlog)?;
-            let local = s.local_addr().ok().and_then(|l| l.as_socket());
-            tracing::info!(addr = %local.unwrap_or(addr), workers = n, "listening");
-            listeners.push(OwnedFd::from(s));
-        }
-    }
+    let bound = listener::bind_all(&cfg.addrs, cfg.network, cfg.reuseport, cfg.backlog, n)?;
+    let listener::Bound {
+        listeners,
+        reuseport,
+        backlog,
+        reservations,
+    } = bound;
 
     let signals = MasterSignals::install()
         .map_err(|e| Error::io("installing the master's signal handlers", e))?;
@@ -146,16 +126,12 @@ pub(crate) fn run(cfg: Prefork) -> Result<(), Error> {
         outcome: None,
         budget,
         listeners,
-        reuseport: cfg_reuseport(spec),
+        reuseport,
         backlog,
     };
     let result = sup.run_loop(&signals);
     drop(reservations);
     result
-}
-
-fn cfg_reuseport(spec: Vec<String>) -> Option<String> {
-    (!spec.is_empty()).then(|| spec.join(","))
 }
 
 /// "exit status 3" or "signal 9 (SIGKILL)".
@@ -280,6 +256,9 @@ impl Supervisor {
             reuseport: self.reuseport.as_deref(),
             backlog: self.backlog,
             shutdown_timeout_ms: self.cfg.shutdown_timeout.as_millis(),
+            drain_grace_ms: self.cfg.drain_grace.as_millis(),
+            heartbeat_ms: crate::health::heartbeat_interval(self.cfg.worker_timeout).as_millis(),
+            nofile: self.cfg.nofile.env_value(),
         };
         let spawned = cmd.and_then(|cmd| spawn::spawn(cmd, id, &env));
         let (process, control) = match spawned {
@@ -358,7 +337,7 @@ impl Supervisor {
             while let Some(end) = p.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = p.buf.drain(..=end).collect();
                 let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                if line == "ready" {
+                if line == "ready" || line.starts_with("ready ") {
                     if p.ready_at.is_none() {
                         p.ready_at = Some(Instant::now());
                         tracing::debug!(worker = w.id, pid = p.pid, "worker ready");

@@ -609,6 +609,24 @@ pub mod example {
         /// How long a TLS handshake may take, in milliseconds.
         #[arg(long, default_value_t = 10_000)]
         pub tls_handshake_timeout_ms: u64,
+        /// Heartbeat watchdog timeout in seconds (0 = off); default: the library's (30 s).
+        #[arg(long)]
+        pub worker_timeout: Option<f64>,
+        /// Recycle a worker after this many requests.
+        #[arg(long)]
+        pub max_requests: Option<u64>,
+        /// Up to this many extra requests before a recycle, chosen at random per worker.
+        #[arg(long, default_value_t = 0)]
+        pub max_requests_jitter: u64,
+        /// Recycle a worker whose resident memory passes this many MiB.
+        #[arg(long)]
+        pub max_memory_mb: Option<u64>,
+        /// The master's JSON control socket.
+        #[arg(long)]
+        pub control_socket: Option<PathBuf>,
+        /// Keep accepting this long after SIGTERM before draining, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        pub shutdown_delay_ms: u64,
     }
 
     impl Args {
@@ -636,13 +654,29 @@ pub mod example {
         }
 
         /// The process model these flags describe: `--addr`, `--workers`, `--reuseport`,
-        /// `--shutdown-timeout-ms`, and `--cert/--key` when given.
+        /// `--shutdown-timeout-ms`, the health and drain options, and `--cert/--key` when given.
         pub fn prefork(&self) -> prefork_core::Prefork {
             let mut prefork = prefork_core::Prefork::new(self.addr.as_str())
                 .reuseport(self.reuseport)
                 .shutdown_timeout(self.shutdown_timeout());
             if let Some(n) = self.workers {
                 prefork = prefork.workers(n);
+            }
+            if let Some(secs) = self.worker_timeout {
+                prefork = prefork
+                    .worker_timeout(Some(Duration::from_secs_f64(secs)).filter(|d| !d.is_zero()));
+            }
+            if let Some(n) = self.max_requests {
+                prefork = prefork.max_requests(n, self.max_requests_jitter);
+            }
+            if let Some(mb) = self.max_memory_mb {
+                prefork = prefork.max_memory(mb << 20);
+            }
+            if let Some(path) = &self.control_socket {
+                prefork = prefork.control_socket(path);
+            }
+            if self.shutdown_delay_ms > 0 {
+                prefork = prefork.shutdown_delay(Duration::from_millis(self.shutdown_delay_ms));
             }
             if let Some(tls) = self.tls() {
                 prefork = prefork.tls(tls);

@@ -11,7 +11,7 @@ use crate::error::BoxError;
 use crate::listener::{ListenAddr, Network};
 use crate::policy::RecoverPolicy;
 use crate::spawn::SpawnContext;
-use crate::{role, supervisor, Error};
+use crate::{driver, role, Error};
 
 pub(crate) type SpawnHook = Box<dyn FnMut(u32) -> Result<(), BoxError>>;
 pub(crate) type ReadyHook = Box<dyn FnMut(&[u32]) -> Result<(), BoxError>>;
@@ -80,6 +80,7 @@ pub struct Prefork {
     pub(crate) max_memory: Option<u64>,
     pub(crate) nofile: NofileLimit,
     pub(crate) control_socket: Option<std::path::PathBuf>,
+    pub(crate) handle: Arc<crate::handle::Shared>,
     pub(crate) on_child_spawn: Option<SpawnHook>,
     pub(crate) on_master_ready: Option<ReadyHook>,
     pub(crate) on_child_recover: Option<RecoverHook>,
@@ -133,6 +134,7 @@ impl Default for Prefork {
             max_memory: None,
             nofile: NofileLimit::Hard,
             control_socket: None,
+            handle: Arc::default(),
             on_child_spawn: None,
             on_master_ready: None,
             on_child_recover: None,
@@ -208,8 +210,14 @@ impl Prefork {
         self
     }
 
-    /// Unexpected worker exits tolerated before the master stops every worker and returns
-    /// [`Error::OverRecovery`]. Default: `max(1, workers / 2)`, as in fasthttp.
+    /// Unexpected exits of serving workers tolerated before the master stops every worker and
+    /// returns [`Error::OverRecovery`] (fasthttp's `RecoverThreshold` semantics; combine with
+    /// [`Prefork::recover_window`] to count only recent exits).
+    ///
+    /// Default: **no such budget**. A worker that was serving and crashes is always respawned
+    /// (after a short backoff that grows while it keeps crashing); the master gives up only when a
+    /// worker id fails to *become ready* 5 times in a row (a broken deploy, a crash loop at
+    /// start-up) or, during the initial start, on the first failure.
     pub fn recover_threshold(mut self, threshold: usize) -> Self {
         self.recover.threshold = Some(threshold);
         self
@@ -347,6 +355,12 @@ impl Prefork {
         self
     }
 
+    /// A handle to the master this `Prefork` runs: reload, scale, stop and stats from a hook or
+    /// another thread. See [`MasterHandle`](crate::MasterHandle).
+    pub fn handle(&self) -> crate::MasterHandle {
+        crate::MasterHandle(self.handle.clone())
+    }
+
     /// The configured worker count, or the default.
     pub fn worker_count(&self) -> usize {
         self.workers.unwrap_or_else(|| {
@@ -402,6 +416,6 @@ impl Prefork {
                 Error::Serve(e)
             });
         }
-        supervisor::run(self)
+        driver::run(self)
     }
 }

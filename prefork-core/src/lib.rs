@@ -77,7 +77,10 @@ compile_error!(
 
 mod builder;
 mod child;
+mod control;
+mod driver;
 mod error;
+mod handle;
 mod health;
 mod listener;
 mod policy;
@@ -94,6 +97,7 @@ pub use builder::{
 };
 pub use child::{drain_timeout, Child, DEFAULT_DRAIN_GRACE};
 pub use error::{BoxError, Error};
+pub use handle::{MasterHandle, Stats, WorkerStats};
 pub use health::{ConnectionGuard, Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL};
 pub use listener::{bind, ListenAddr, Network};
 pub use policy::RecoverPolicy;

@@ -4,24 +4,26 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// How many unexpected worker exits the master tolerates before it gives up with
-/// [`Error::OverRecovery`](crate::Error::OverRecovery).
+/// An optional budget of unexpected worker exits (fasthttp's `RecoverThreshold`), after which the
+/// master gives up with [`Error::OverRecovery`](crate::Error::OverRecovery).
 ///
-/// Only *unexpected* exits count: a worker the master stopped itself (shutdown, a later rolling
-/// restart) never does. Without a window the count covers the master's whole life, as in
-/// fasthttp; with a window only the exits of the last `window` count, so a long-running server
-/// that loses a worker once a day never runs out of budget.
+/// Without a threshold (the default) there is no such budget: a serving worker that crashes is
+/// always respawned, and only a worker id that fails to become ready 5 times in a row ends the
+/// server. Only *unexpected* exits count: a worker the master stopped itself (shutdown, reload,
+/// scaling, recycling) never does. Without a window the count covers the master's whole life, as
+/// in fasthttp; with a window only the exits of the last `window` count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RecoverPolicy {
-    /// Unexpected exits allowed; `None` means `max(1, workers / 2)` (fasthttp's default).
+    /// Unexpected exits allowed; `None` (the default) means no budget.
     pub threshold: Option<usize>,
     /// Count only the exits within this sliding window; `None` counts them all.
     pub window: Option<Duration>,
 }
 
 impl RecoverPolicy {
-    /// The effective threshold for `workers` workers.
+    /// The effective threshold for `workers` workers: the one set, or fasthttp's
+    /// `max(1, workers / 2)`.
     pub fn threshold_for(&self, workers: usize) -> usize {
         self.threshold.unwrap_or_else(|| (workers / 2).max(1))
     }

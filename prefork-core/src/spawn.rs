@@ -21,16 +21,16 @@ pub struct SpawnContext {
     pub generation: u64,
 }
 
-/// The default worker command: this executable, with this process's arguments (and `argv[0]`).
-pub(crate) fn default_command() -> io::Result<Command> {
-    let exe = std::env::current_exe()?;
+/// The default worker command: `program` (the master's own image, or the program on disk for a
+/// reload), with this process's arguments and `argv[0]`.
+pub(crate) fn default_command(program: &std::path::Path) -> Command {
     let mut args = std::env::args_os();
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(program);
     if let Some(arg0) = args.next() {
         cmd.arg0(arg0);
     }
     cmd.args(args);
-    Ok(cmd)
+    cmd
 }
 
 /// What the master passes to every worker.

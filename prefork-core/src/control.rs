@@ -37,7 +37,7 @@ pub(crate) fn parse(line: &str) -> Result<Request, String> {
         "stats" => Ok(Request::Stats),
         "reload" => Ok(Request::Reload),
         "scale" => match v.get("workers").and_then(|n| n.as_u64()) {
-            Some(n) if n >= 1 && n <= 4096 => Ok(Request::Scale(n as usize)),
+            Some(n) if (1..=4096).contains(&n) => Ok(Request::Scale(n as usize)),
             _ => Err("scale needs \"workers\": a number from 1 to 4096".into()),
         },
         "stop" => Ok(Request::Stop {

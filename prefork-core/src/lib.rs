@@ -42,14 +42,25 @@
 //! - **Control channel.** Each worker gets one end of a Unix socket pair. It reports `ready`
 //!   once it accepts ([`Child::ready`]), or an error if its start-up fails; end of file tells
 //!   it that the master is gone, at once, without polling.
-//! - **Supervision.** A worker that exits unexpectedly is logged (pid, worker id, exit status or
-//!   signal) and respawned under the same worker id after a short backoff that grows while it
-//!   keeps crashing. Past the recovery budget ([`Prefork::recover_threshold`]) the master stops
-//!   everything and returns [`Error::OverRecovery`].
-//! - **Signals.** SIGTERM or SIGINT to the master: each worker gets SIGTERM, drains, and exits;
-//!   after [`Prefork::shutdown_timeout`] the rest get SIGKILL, and `run` returns `Ok(())`. A
-//!   second SIGTERM/SIGINT, or SIGQUIT, stops at once. Workers run in their own process groups,
-//!   so Ctrl+C in a terminal reaches the master only and each worker is told once.
+//! - **Supervision.** The master is a state machine driven by signals, worker messages,
+//!   exits and time. A worker that exits unexpectedly is logged (pid, worker id, exit status or
+//!   signal) and respawned under the same worker id, from the same program image its siblings
+//!   run, after a short backoff that grows while it keeps crashing. There is no lifetime crash
+//!   budget by default: the master gives up only when a worker id fails to become ready 5 times in
+//!   a row ([`Prefork::recover_threshold`] restores fasthttp's budget).
+//! - **Health.** Workers send a [`Heartbeat`] from inside their event loop; one silent for
+//!   [`Prefork::worker_timeout`] is replaced. [`Prefork::max_requests`] and
+//!   [`Prefork::max_memory`] recycle workers surge first (the replacement is ready before the old
+//!   worker drains). [`MasterHandle::stats`] and the [`Prefork::control_socket`] report each
+//!   worker's requests, connections and memory.
+//! - **Signals.** SIGTERM or SIGINT: the master closes its listener copies and each worker drains
+//!   ([`Child::drain_grace`]) and exits; after [`Prefork::shutdown_timeout`] the rest get SIGKILL,
+//!   and `run` returns `Ok(())`. A second SIGTERM/SIGINT, or SIGQUIT, stops at once. SIGHUP
+//!   reloads the workers one by one from the program on disk, each old worker draining only once
+//!   its replacement is ready; SIGTTIN/SIGTTOU add or remove a worker; SIGUSR1, SIGUSR2 and other
+//!   stray signals are logged and ignored. Workers run in their own process groups, so Ctrl+C in a
+//!   terminal reaches the master only and each worker is told once. [`MasterHandle`] does the
+//!   same from code.
 //! - **Master death.** If the master dies (even by SIGKILL), every worker's shutdown
 //!   notification completes and it drains and exits.
 //! - **Start-up errors.** A worker that fails before it is ready during the initial start

@@ -18,6 +18,9 @@ use crate::Error;
 /// own: the master's SIGKILL normally comes first; this covers a dead master.
 const SELF_EXIT_GRACE: Duration = Duration::from_secs(1);
 
+/// Set once a worker took its inherited descriptors.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
 pub(crate) type MasterDeathHook = Arc<dyn Fn() + Send + Sync>;
 
 /// The worker's end of its control socket.
@@ -247,7 +250,7 @@ pub(crate) struct ChildConfig {
 /// Builds the worker's context from its environment and inherited descriptors, or explains why
 /// this process is not a proper worker. Nothing is served and nothing waits.
 pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
-    let protocol = std::env::var(ENV_PROTOCOL).unwrap_or_default();
+    let protocol = env_var(ENV_PROTOCOL)?;
     if protocol != PROTOCOL_VERSION.to_string() {
         return Err(Error::NotAChild(format!(
             "its master speaks prefork control protocol {:?} and this program speaks {PROTOCOL_VERSION}: \
@@ -256,12 +259,24 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         )));
     }
     let worker_id: usize = env_num(ENV_WORKER_ID)?;
-    let control_fd: RawFd = env_num(ENV_CONTROL_FD)?;
-    let n_listeners: i32 = env_num(ENV_LISTEN_FDS)?;
+    // Unsigned and bounded: no negative or huge number from a forged environment reaches a
+    // descriptor call.
+    let control_fd: u16 = env_num(ENV_CONTROL_FD)?;
+    let n_listeners: u16 = env_num(ENV_LISTEN_FDS)?;
+    let (control_fd, n_listeners) = (RawFd::from(control_fd), i32::from(n_listeners));
     if control_fd != FIRST_FD + n_listeners {
         return Err(Error::NotAChild(format!(
             "{ENV_CONTROL_FD}={control_fd} does not follow the {n_listeners} listener(s) at fd {FIRST_FD}"
         )));
+    }
+    // The inherited descriptors are owned once per process: a second `Prefork::run` in a worker
+    // would wrap them again and close them twice.
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(Error::NotAChild(
+            "the inherited descriptors were already taken by an earlier Prefork::run in this \
+             process: run it once per worker"
+                .to_owned(),
+        ));
     }
     let control = take_control_socket(control_fd)?;
     let control = Arc::new(Control {
@@ -447,7 +462,7 @@ fn watch(
         .name("prefork-watchdog".into())
         .spawn(move || {
             let reason = s.wait();
-            std::thread::sleep(timeout + SELF_EXIT_GRACE);
+            std::thread::sleep(timeout.saturating_add(SELF_EXIT_GRACE));
             tracing::error!(
                 ?reason,
                 timeout_ms = timeout.as_millis() as u64,

@@ -224,8 +224,11 @@ pub(crate) fn bind_all(
 
 /// Is `fd` open in this process?
 pub(crate) fn fd_is_open(fd: RawFd) -> bool {
+    if fd < 0 {
+        return false;
+    }
     nix::fcntl::fcntl(
-        // SAFETY: F_GETFD on any integer is harmless; the borrow ends with this call.
+        // SAFETY: F_GETFD on any non-negative integer is harmless; the borrow ends with this call.
         unsafe { BorrowedFd::borrow_raw(fd) },
         nix::fcntl::FcntlArg::F_GETFD,
     )

@@ -115,6 +115,24 @@ fn stray_prefork_child_is_refused() {
     );
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("PREFORK_CHILD=1 is set but"), "{log}");
+    // Forged numbers (negative, huge, not numbers) are refused before any descriptor is touched:
+    // an error, never a panic.
+    for (listen, control) in [("-4", "-1"), ("1", "99999999"), ("x", "4"), ("1", "-1")] {
+        let (status, log) = Server::run_to_exit(
+            &bin(),
+            &["--addr", "127.0.0.1:0"],
+            &[
+                ("PREFORK_CHILD", "1"),
+                ("PREFORK_PROTOCOL", "1"),
+                ("PREFORK_WORKER_ID", "0"),
+                ("PREFORK_LISTEN_FDS", listen),
+                ("PREFORK_CONTROL_FD", control),
+            ],
+        );
+        assert_eq!(status.code(), Some(1), "{listen}/{control}: {log}");
+        assert!(log.contains("PREFORK_CHILD=1 is set but"), "{log}");
+        assert!(!log.contains("panicked"), "{log}");
+    }
 }
 
 #[test]

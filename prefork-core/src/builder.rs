@@ -379,9 +379,10 @@ impl Prefork {
     ///
     /// In a worker it builds the [`Child`] context from the inherited descriptors and calls
     /// `serve` with it; `serve` must call [`Child::ready`] once it accepts and return when the
-    /// [`Child::shutdown`] notification completes and in-flight work is done. If `serve` fails
-    /// before it reported ready, its error is sent to the master, which reports it as
-    /// [`Error::ChildStartup`].
+    /// [`Child::shutdown`] notification completes and in-flight work is done. If the worker's
+    /// start-up fails (here, or in `serve` before it reported ready), the error is sent to the
+    /// master, which reports it (as [`Error::ChildStartup`] during the initial start), and the
+    /// worker process **exits with status 1 without returning**, so the message is printed once.
     ///
     /// The master installs handlers for SIGTERM, SIGINT, SIGQUIT and SIGCHLD while it runs and
     /// unregisters them before it returns; signal-hook keeps its process-wide handler in place,
@@ -411,7 +412,7 @@ impl Prefork {
             let control = child.control();
             return serve(child).map_err(|e| {
                 if !control.is_ready() {
-                    control.error(&e.to_string());
+                    control.fail_start(&e.to_string());
                 }
                 Error::Serve(e)
             });

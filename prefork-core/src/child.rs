@@ -64,6 +64,15 @@ impl Control {
         self.ready.load(Ordering::SeqCst)
     }
 
+    /// Reports a start-up failure to the master and exits with status 1: the master prints the
+    /// message (as its own error, or a log line), so the worker's copy of `main` must not print
+    /// it a second time.
+    pub(crate) fn fail_start(&self, message: &str) -> ! {
+        self.error(message);
+        tracing::debug!(error = message, "start-up failed; the master reports it");
+        std::process::exit(1)
+    }
+
     pub(crate) fn error(&self, message: &str) {
         let one_line: String = message
             .chars()
@@ -285,10 +294,8 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         write: Mutex::new(()),
     });
     // From here on the master is listening: report failures to it as well.
-    let fail = |e: Error| {
-        control.error(&e.to_string());
-        e
-    };
+    // From here on the master is listening: a failure goes to it, and it reports it.
+    let fail = |e: Error| -> Error { control.fail_start(&e.to_string()) };
 
     let env_ms = |name: &str| {
         std::env::var(name)

@@ -1112,6 +1112,12 @@ pub mod contract {
         );
         assert_eq!(log.matches("worker started").count(), 2, "{log}");
         assert!(!log.contains("all workers ready"), "{log}");
+        let printed = format!("{}: ", program_name(bin));
+        assert_eq!(
+            log.lines().filter(|l| l.starts_with(&printed)).count(),
+            1,
+            "printed once, by the master (the worker exits quietly):\n{log}"
+        );
         log
     }
 

@@ -13,7 +13,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Every variant's message names what failed and on which address, path or worker.
 /// `Error` converts into [`std::io::Error`] (with a matching [`io::ErrorKind`]) for callers that
 /// only want `io::Result` at their edge.
-#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The configuration cannot work, e.g. `workers(0)`.
@@ -123,6 +122,15 @@ impl fmt::Display for Error {
     }
 }
 
+/// The message, as `Display` (the way anyhow's errors print): `fn main() -> Result<(), Error>`
+/// shows `Error: cannot listen on 127.0.0.1:3002: Address already in use (os error 98)` rather
+/// than a nest of struct fields.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
@@ -149,6 +157,16 @@ impl From<Error> for io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_reads_like_the_message() {
+        let e = Error::Bind {
+            addr: "127.0.0.1:3002".parse().unwrap(),
+            source: io::Error::from_raw_os_error(98),
+        };
+        assert_eq!(format!("{e:?}"), e.to_string());
+        assert!(format!("{e:?}").starts_with("cannot listen on 127.0.0.1:3002: "));
+    }
 
     #[test]
     fn bind_error_names_the_address_and_keeps_the_kind() {

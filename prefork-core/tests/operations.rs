@@ -284,3 +284,13 @@ fn the_control_socket_reports_stats_scales_and_explains_errors() {
     assert!(status.success(), "{}", s.log());
     assert!(!sock.exists(), "the socket file is removed on exit");
 }
+
+#[test]
+fn reloads_under_load_lose_nothing() {
+    prefork_testutil::ops::reloads_under_load_lose_nothing(&bin(), &[]);
+}
+
+#[test]
+fn scaling_under_load_loses_nothing() {
+    prefork_testutil::ops::scaling_under_load_loses_nothing(&bin(), &[]);
+}

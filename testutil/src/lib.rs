@@ -22,6 +22,7 @@ use nix::unistd::Pid;
 pub use nix::sys::signal::Signal as Sig;
 
 pub mod load;
+pub mod ops;
 pub use load::{Load, LoadConfig};
 
 /// The deadline for anything that should take a moment: a server's start, a worker's respawn, a

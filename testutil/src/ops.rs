@@ -1,0 +1,98 @@
+//! Operations scenarios under load, shared by every adapter's tests: rolling reloads and scaling
+//! while a load client counts every failure. Each proves "zero failed requests" with a real
+//! client, keep-alive and new-connection-per-request, not a claim.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::load::{Load, LoadConfig};
+use crate::{contract, wait_until, Server, Sig, DEADLINE};
+
+/// The load of the operations scenarios: 64 keep-alive connections and 2 clients that open a
+/// new connection per request, on `GET /pid`.
+pub fn load_config() -> LoadConfig {
+    LoadConfig {
+        keepalive: 64,
+        new_conn: 2,
+        path: "/pid".into(),
+        pause: Duration::from_millis(1),
+        max_duration: Duration::from_secs(120),
+        ..LoadConfig::default()
+    }
+}
+
+/// The master's live children once there are exactly `n` (bounded).
+pub fn children(s: &Server, n: usize) -> BTreeSet<u32> {
+    assert!(
+        wait_until(DEADLINE, || s.children().len() == n),
+        "expected {n} workers, have {:?}; log:\n{}",
+        s.children(),
+        s.log()
+    );
+    s.children().into_iter().collect()
+}
+
+/// Five rolling reloads (SIGHUP, each waited for until the master logs `reload complete`) under
+/// constant load: no request fails, and every worker pid changed each time.
+pub fn reloads_under_load_lose_nothing(bin: &Path, extra: &[&str]) {
+    let s = contract::start(bin, extra);
+    s.wait_ready();
+    let load = Load::start(s.addr, load_config());
+    assert!(load.wait_ok(500), "{:?}\n{}", load.snapshot(), s.log());
+    let mut before = children(&s, 2);
+    for round in 1..=5 {
+        s.signal(Sig::SIGHUP);
+        assert!(
+            s.wait_log("reload complete", round),
+            "reload {round} did not complete; {:?}\n{}",
+            load.snapshot(),
+            s.log()
+        );
+        let after = children(&s, 2);
+        assert!(
+            after.is_disjoint(&before),
+            "round {round}: {before:?} -> {after:?}"
+        );
+        assert!(load.wait_ok(200), "round {round}: {:?}", load.snapshot());
+        before = after;
+    }
+    let report = load.stop();
+    assert_eq!(report.failed(), 0, "{report:?}\n{}", s.log());
+    assert!(
+        report.closed_by_server > 0,
+        "the drains closed connections at request boundaries"
+    );
+    assert!(
+        report.pids.len() >= 12,
+        "answered by every generation: {report:?}"
+    );
+}
+
+/// SIGTTIN three times, then SIGTTOU three times, under constant load: no request fails and
+/// the master ends with 2 workers, each answering.
+pub fn scaling_under_load_loses_nothing(bin: &Path, extra: &[&str]) {
+    let s = contract::start(bin, extra);
+    s.wait_ready();
+    let load = Load::start(s.addr, load_config());
+    assert!(load.wait_ok(500), "{:?}\n{}", load.snapshot(), s.log());
+    for n in 3..=5 {
+        s.signal(Sig::SIGTTIN);
+        children(&s, n);
+        assert!(load.wait_ok(100), "{:?}", load.snapshot());
+    }
+    for n in (2..=4).rev() {
+        s.signal(Sig::SIGTTOU);
+        children(&s, n);
+        assert!(load.wait_ok(100), "{:?}", load.snapshot());
+    }
+    let report = load.stop();
+    assert_eq!(report.failed(), 0, "{report:?}\n{}", s.log());
+    let last = children(&s, 2);
+    assert_eq!(
+        crate::wait_for_distinct_pids(s.addr, 2),
+        last,
+        "{}",
+        s.log()
+    );
+}

@@ -59,17 +59,18 @@ pub(crate) fn write(path: &Path, sums: &[Summary]) -> Result<()> {
             .y_label_area_size(if with_labels { 260 } else { 10 })
             .build_cartesian_2d(0.0..max, 0.0..n as f64)
             .map_err(err)?;
+        // The row labels are drawn below, one per bar (plotters' own labels fall on round
+        // values, not on rows).
         chart
             .configure_mesh()
             .disable_y_mesh()
-            .y_labels(n)
-            .y_label_formatter(&|y| {
-                let i = y.floor() as usize;
-                if with_labels && (y - y.floor()).abs() < 1e-9 && i < n {
-                    // Row i is drawn top-down.
-                    labels[n - 1 - i].clone()
+            .max_light_lines(0)
+            .y_label_formatter(&|_| String::new())
+            .x_label_formatter(&|v| {
+                if max > 100.0 {
+                    format!("{v:.0}")
                 } else {
-                    String::new()
+                    format!("{v:.1}")
                 }
             })
             .y_label_style(("sans-serif", 11))
@@ -81,7 +82,17 @@ pub(crate) fn write(path: &Path, sums: &[Summary]) -> Result<()> {
             if !med.is_finite() {
                 continue;
             }
+            // Row i is drawn top-down.
             let y = (n - 1 - i) as f64;
+            if with_labels {
+                let (_, py) = chart.backend_coord(&(0.0, y + 0.5));
+                area.draw(&Text::new(
+                    labels[i].clone(),
+                    (8, py - 6),
+                    ("sans-serif", 11),
+                ))
+                .map_err(err)?;
+            }
             chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(0.0, y + 0.15), (med, y + 0.85)],

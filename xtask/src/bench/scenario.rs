@@ -275,7 +275,13 @@ fn measure(
         .then(|| reload_during(root, srv.log.clone(), s.secs, target));
     let cpu0 = tree_cpu_ticks(root);
     let t0 = Instant::now();
-    let stats = load(s.secs, if case.streams > 0 { s.warmup } else { 0 });
+    // c10k: at least 3 s, since opening 10,000 connections takes about a second here.
+    let secs = if case.scenario == Scenario::C10k {
+        s.secs.max(3)
+    } else {
+        s.secs
+    };
+    let stats = load(secs, if case.streams > 0 { s.warmup } else { 0 });
     let cpu1 = tree_cpu_ticks(root);
     let secs = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);

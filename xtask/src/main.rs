@@ -2,7 +2,8 @@
 //!
 //! - `ci`: what `.ci/run` runs (fmt check, clippy with `-D warnings`, the test suite).
 //! - `certs`: a throwaway CA and a `localhost`/`127.0.0.1` certificate in `certs/`.
-//! - `bench`: load and process-model benchmarks of the example servers.
+//! - `bench`: load benchmarks of the example servers against peers, in interleaved rounds, and
+//!   process-model costs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,7 +30,7 @@ enum Cmd {
         #[arg(long, default_value = "certs")]
         out: PathBuf,
     },
-    /// Benchmark the example servers (prefork, reuseport, no-prefork) with wrk.
+    /// Load benchmarks of the example servers against peers (benches/peers/), in rounds.
     Bench(bench::BenchArgs),
 }
 

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chaos;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "prefork project automation")]
@@ -32,6 +33,8 @@ enum Cmd {
     },
     /// Load benchmarks of the example servers against peers (benches/peers/), in rounds.
     Bench(bench::BenchArgs),
+    /// Fault scenarios under load, counted: what each promise loses (target/chaos/).
+    Chaos(chaos::ChaosArgs),
 }
 
 fn main() -> Result<()> {
@@ -42,6 +45,7 @@ fn main() -> Result<()> {
             .current_dir(project_root())),
         Cmd::Certs { out } => certs(&project_root().join(out)),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Chaos(args) => chaos::run(args),
     }
 }
 

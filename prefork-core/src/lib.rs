@@ -81,11 +81,13 @@ mod error;
 mod health;
 mod listener;
 mod policy;
+mod privilege;
 mod role;
 mod shutdown;
 mod signals;
 mod spawn;
 mod supervisor;
+pub mod systemd;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -95,7 +97,7 @@ pub use builder::{
 pub use child::{drain_timeout, Child, DEFAULT_DRAIN_GRACE};
 pub use error::{BoxError, Error};
 pub use health::{ConnectionGuard, Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL};
-pub use listener::{bind, ListenAddr, Network};
+pub use listener::{bind, ListenAddr, Network, DEFAULT_UNIX_MODE};
 pub use policy::RecoverPolicy;
 pub use role::{is_child, worker_id, ENV_CHILD, ENV_WORKER_ID};
 pub use shutdown::{Shutdown, ShutdownReason};

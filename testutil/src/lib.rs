@@ -582,7 +582,7 @@ pub mod example {
     #[derive(clap::Args, Debug, Clone)]
     #[group(id = "example-contract")]
     pub struct Args {
-        /// Listen address.
+        /// Listen address: `HOST:PORT` or `unix:/path`.
         #[arg(long, default_value = "127.0.0.1:8080")]
         pub addr: String,
         /// Worker processes (threads with --no-prefork); default: the number of CPUs.
@@ -627,6 +627,15 @@ pub mod example {
         /// Keep accepting this long after SIGTERM before draining, in milliseconds.
         #[arg(long, default_value_t = 0)]
         pub shutdown_delay_ms: u64,
+        /// Run the workers as this user (name or uid); the master must be root.
+        #[arg(long)]
+        pub user: Option<String>,
+        /// Run the workers with this group (name or gid).
+        #[arg(long)]
+        pub group: Option<String>,
+        /// Pin worker i to one CPU (i modulo the CPUs the master may use).
+        #[arg(long)]
+        pub cpu_affinity: bool,
     }
 
     impl Args {
@@ -680,6 +689,15 @@ pub mod example {
             }
             if let Some(tls) = self.tls() {
                 prefork = prefork.tls(tls);
+            }
+            if let Some(user) = &self.user {
+                prefork = prefork.user(user);
+            }
+            if let Some(group) = &self.group {
+                prefork = prefork.group(group);
+            }
+            if self.cpu_affinity {
+                prefork = prefork.cpu_affinity(true);
             }
             prefork
         }

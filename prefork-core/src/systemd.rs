@@ -68,6 +68,16 @@ pub(crate) struct Passed {
 pub(crate) fn take_listen_fds() -> Result<Option<Vec<Passed>>, Error> {
     let fds: Vec<(RawFd, String)> = sd_notify::listen_fds_with_names()
         .map_err(|e| {
+            let n: RawFd = std::env::var("LISTEN_FDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if let Some(fd) = (3..3 + n.clamp(0, 4096)).find(|&fd| !crate::listener::fd_is_open(fd))
+            {
+                return Error::Config(format!(
+                    "socket activation: LISTEN_FDS={n} but fd {fd} is not open"
+                ));
+            }
             Error::Config(format!(
                 "socket activation: LISTEN_PID={:?} LISTEN_FDS={:?} LISTEN_FDNAMES={:?}: {e}",
                 std::env::var("LISTEN_PID").unwrap_or_default(),

@@ -94,6 +94,21 @@ impl Server {
         s
     }
 
+    /// Starts `bin` with `args` and `env` and waits for the master's `all workers ready` line,
+    /// for a server that listens on no TCP address (Unix sockets only). Panics with the log if
+    /// it does not get there. [`Server::addr`] stays unset.
+    pub fn start_ready(bin: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut s = Self::spawn(bin, args, env);
+        let ok = wait_until(DEADLINE, || {
+            s.log().contains("all workers ready")
+                || s.child.as_mut().unwrap().try_wait().unwrap().is_some()
+        });
+        if !ok || !s.log().contains("all workers ready") {
+            panic!("workers never became ready; log:\n{}", s.log());
+        }
+        s
+    }
+
     fn spawn(bin: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(bin);

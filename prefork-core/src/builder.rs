@@ -384,7 +384,9 @@ impl Prefork {
     /// from `main` (the normal case) or handle them yourself.
     ///
     /// # Errors
-    /// - [`Error::Config`]: zero workers, no listen address, `SO_REUSEPORT` off Linux.
+    /// - [`Error::Config`]: zero workers, no listen address, `SO_REUSEPORT` off Linux; an
+    ///   unknown [`Prefork::user`]/[`Prefork::group`], or a user set while the master is not
+    ///   root; a socket passed by the service manager that does not fit the configuration.
     /// - [`Error::Address`], [`Error::Bind`]: a bad address, a port in use.
     /// - [`Error::ChildStartup`]: a worker failed before it was ready during the initial start.
     /// - [`Error::OverRecovery`]: too many unexpected worker exits.

@@ -39,6 +39,11 @@
 //!   accept from one queue, and a stopping worker loses nothing. With
 //!   [`Prefork::reuseport`] each worker binds its own `SO_REUSEPORT` socket instead (Linux
 //!   only). Every other descriptor stays close-on-exec.
+//! - **Where services run.** Under systemd socket activation the master uses the passed
+//!   sockets instead of binding, and [`systemd::Notifier`] speaks `sd_notify`; listen addresses
+//!   may be Unix sockets (`unix:/path`, [`Child::unix_listeners`]); the workers may run as
+//!   another user ([`Prefork::user`], [`Prefork::group`]) and be pinned to one CPU each
+//!   ([`Prefork::cpu_affinity`]). See `deploy/` for systemd, container and Kubernetes files.
 //! - **Control channel.** Each worker gets one end of a Unix socket pair. It reports `ready`
 //!   once it accepts ([`Child::ready`]), or an error if its start-up fails; end of file tells
 //!   it that the master is gone, at once, without polling.

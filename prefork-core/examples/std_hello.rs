@@ -5,9 +5,10 @@
 //! `GET /` answers `Hello, World!`, `GET /pid` the worker's pid. SIGTERM (or Ctrl+C) drains:
 //! the worker stops accepting, finishes the requests in flight, and exits 0.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,10 @@ struct Args {
     /// A file each worker reads at start-up (stands for the config or data an app needs).
     #[arg(long)]
     require_file: Option<std::path::PathBuf>,
+    /// Each worker leaves an orphan at start-up: a `sleep` whose parent shell exits at once, so
+    /// it is re-parented (to the master when the master is PID 1). For the PID 1 test.
+    #[arg(long, hide = true)]
+    orphan: bool,
 }
 
 fn main() {
@@ -51,6 +56,11 @@ fn main() {
                 io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
             })?;
         }
+        if args.orphan {
+            std::process::Command::new("sh")
+                .args(["-c", "sleep 600 </dev/null >/dev/null 2>&1 &"])
+                .status()?;
+        }
         serve(child, sleep)
     });
     if let Err(e) = result {
@@ -59,16 +69,87 @@ fn main() {
     }
 }
 
+/// A listener of either kind: every TCP and Unix listener the master passed is served.
+enum Listener<'a> {
+    Tcp(&'a TcpListener),
+    Unix(&'a UnixListener),
+}
+
+/// An accepted connection of either kind.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
+    fn prepare(&self) -> io::Result<()> {
+        // Wake up now and then while idle, to notice a shutdown.
+        let idle = Some(Duration::from_millis(50));
+        match self {
+            Stream::Tcp(s) => {
+                s.set_nonblocking(false)?;
+                s.set_nodelay(true)?;
+                s.set_read_timeout(idle)
+            }
+            Stream::Unix(s) => {
+                s.set_nonblocking(false)?;
+                s.set_read_timeout(idle)
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
 fn serve(child: Child, sleep: Duration) -> io::Result<()> {
     let shutdown = child.shutdown();
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let listener = &child.listeners()[0];
+    let listeners: Vec<Listener<'_>> = child
+        .listeners()
+        .iter()
+        .map(Listener::Tcp)
+        .chain(child.unix_listeners().iter().map(Listener::Unix))
+        .collect();
     child.ready()?;
     loop {
-        let mut fds = [
-            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-            PollFd::new(shutdown.as_fd(), PollFlags::POLLIN),
-        ];
+        let mut fds: Vec<PollFd<'_>> = listeners
+            .iter()
+            .map(|l| match l {
+                Listener::Tcp(l) => PollFd::new(l.as_fd(), PollFlags::POLLIN),
+                Listener::Unix(l) => PollFd::new(l.as_fd(), PollFlags::POLLIN),
+            })
+            .collect();
+        fds.push(PollFd::new(shutdown.as_fd(), PollFlags::POLLIN));
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
@@ -77,7 +158,9 @@ fn serve(child: Child, sleep: Duration) -> io::Result<()> {
         if shutdown.is_triggered() {
             break;
         }
-        accept_all(listener, &shutdown, &in_flight, sleep);
+        for l in &listeners {
+            accept_all(l, &shutdown, &in_flight, sleep);
+        }
     }
     // Drain: the listener stays open in the other workers; we only wait for our own requests.
     let deadline = Instant::now() + child.shutdown_timeout();
@@ -88,14 +171,18 @@ fn serve(child: Child, sleep: Duration) -> io::Result<()> {
 }
 
 fn accept_all(
-    listener: &TcpListener,
+    listener: &Listener<'_>,
     shutdown: &Shutdown,
     in_flight: &Arc<AtomicUsize>,
     sleep: Duration,
 ) {
     loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
+        let accepted = match listener {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+        };
+        match accepted {
+            Ok(stream) => {
                 let shutdown = shutdown.clone();
                 let in_flight = in_flight.clone();
                 std::thread::spawn(move || {
@@ -116,15 +203,12 @@ fn accept_all(
 /// One keep-alive connection: requests are answered one after another until the client closes,
 /// or the worker is stopping and the connection is idle.
 fn connection(
-    stream: TcpStream,
+    stream: Stream,
     shutdown: &Shutdown,
     in_flight: &AtomicUsize,
     sleep: Duration,
 ) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_nodelay(true)?;
-    // Wake up now and then while idle, to notice a shutdown.
-    stream.set_read_timeout(Some(Duration::from_millis(50)))?;
+    stream.prepare()?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     let mut line = String::new();
@@ -163,8 +247,8 @@ fn connection(
 
 /// Reads the rest of the request head and answers it. Returns whether to keep the connection.
 fn respond(
-    reader: &mut BufReader<TcpStream>,
-    writer: &mut TcpStream,
+    reader: &mut BufReader<Stream>,
+    writer: &mut Stream,
     request_line: &str,
     sleep: Duration,
     stopping: bool,

@@ -88,6 +88,9 @@ pub struct Prefork {
     pub(crate) command_producer: Option<CommandProducer>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::TlsConfig>,
+    pub(crate) user: Option<String>,
+    pub(crate) group: Option<String>,
+    pub(crate) cpu_affinity: bool,
 }
 
 impl fmt::Debug for Prefork {
@@ -110,6 +113,9 @@ impl fmt::Debug for Prefork {
             .field("max_memory", &self.max_memory)
             .field("nofile", &self.nofile)
             .field("control_socket", &self.control_socket)
+            .field("user", &self.user)
+            .field("group", &self.group)
+            .field("cpu_affinity", &self.cpu_affinity)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +148,9 @@ impl Default for Prefork {
             command_producer: None,
             #[cfg(feature = "tls")]
             tls: None,
+            user: None,
+            group: None,
+            cpu_affinity: false,
         }
     }
 }
@@ -390,7 +399,9 @@ impl Prefork {
     /// from `main` (the normal case) or handle them yourself.
     ///
     /// # Errors
-    /// - [`Error::Config`]: zero workers, no listen address, `SO_REUSEPORT` off Linux.
+    /// - [`Error::Config`]: zero workers, no listen address, `SO_REUSEPORT` off Linux; an
+    ///   unknown [`Prefork::user`]/[`Prefork::group`], or a user set while the master is not
+    ///   root; a socket passed by the service manager that does not fit the configuration.
     /// - [`Error::Address`], [`Error::Bind`]: a bad address, a port in use.
     /// - [`Error::ChildStartup`]: a worker failed before it was ready during the initial start.
     /// - [`Error::OverRecovery`]: too many unexpected worker exits.
@@ -418,5 +429,34 @@ impl Prefork {
             });
         }
         driver::run(self)
+    }
+
+    /// Runs the workers as this user: a name (`"www-data"`) or a numeric uid. The master stays
+    /// root: it binds (port 80, say), reads the TLS files (so a key may stay readable by root
+    /// only) and starts each worker with the user's supplementary groups, gid and uid set before
+    /// exec, so no worker ever runs as root. Default: workers run as the master's user.
+    ///
+    /// [`Prefork::run`] fails with [`Error::Config`] before anything is started when the user
+    /// does not exist, or when the master is not root (unless the user is the master's own).
+    /// Linux only.
+    pub fn user(mut self, name_or_id: impl Into<String>) -> Self {
+        self.user = Some(name_or_id.into());
+        self
+    }
+
+    /// Runs the workers with this group (a name or a numeric gid) instead of the user's primary
+    /// group. With [`Prefork::user`] unset, only the group (and the supplementary groups, to
+    /// just this one) change. Default: the user's primary group. Linux only.
+    pub fn group(mut self, name_or_id: impl Into<String>) -> Self {
+        self.group = Some(name_or_id.into());
+        self
+    }
+
+    /// Pins worker `i` to one CPU: the `i mod n`-th of the `n` CPUs the master may run on (its
+    /// own affinity mask, so `taskset` and cpusets are honoured), like nginx's
+    /// `worker_cpu_affinity auto`. Default: off (the scheduler places workers). Linux only.
+    pub fn cpu_affinity(mut self, on: bool) -> Self {
+        self.cpu_affinity = on;
+        self
     }
 }

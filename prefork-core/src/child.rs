@@ -3,7 +3,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -92,6 +92,7 @@ impl Control {
 pub struct Child {
     worker_id: usize,
     listeners: Vec<TcpListener>,
+    unix_listeners: Vec<UnixListener>,
     control: Arc<Control>,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
@@ -145,6 +146,17 @@ impl Child {
     /// runtime's own type.
     pub fn take_listeners(&mut self) -> Vec<TcpListener> {
         std::mem::take(&mut self.listeners)
+    }
+
+    /// The Unix domain socket listeners (`unix:/path` addresses), in the order they were
+    /// configured, each in non-blocking mode. [`Child::listeners`] holds the TCP ones.
+    pub fn unix_listeners(&self) -> &[UnixListener] {
+        &self.unix_listeners
+    }
+
+    /// Takes the Unix domain socket listeners out of the context (leaving it without any).
+    pub fn take_unix_listeners(&mut self) -> Vec<UnixListener> {
+        std::mem::take(&mut self.unix_listeners)
     }
 
     /// The local addresses of the listeners.
@@ -311,8 +323,16 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
     raise_nofile_limit(std::env::var(ENV_NOFILE).ok().as_deref());
 
     let mut listeners = Vec::new();
+    let mut unix_listeners = Vec::new();
     for i in 0..n_listeners {
-        let l = listener::inherit_tcp_listener(FIRST_FD + i, &format!("listener {i}"))
+        let what = format!("listener {i}");
+        if listener::is_unix_socket(FIRST_FD + i) {
+            let l = listener::inherit_unix_listener(FIRST_FD + i, &what)
+                .map_err(|m| fail(Error::NotAChild(m)))?;
+            unix_listeners.push(l);
+            continue;
+        }
+        let l = listener::inherit_tcp_listener(FIRST_FD + i, &what)
             .map_err(|m| fail(Error::NotAChild(m)))?;
         listeners.push(l);
     }
@@ -339,14 +359,27 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
             listeners.push(l);
         }
     }
-    if listeners.is_empty() {
+    if listeners.is_empty() && unix_listeners.is_empty() {
         return Err(fail(Error::NotAChild(
             "the master passed no listener".to_owned(),
         )));
     }
 
+    // With a user or group set, the master read the TLS files (they may be root's alone) and
+    // passed their bytes.
+    #[cfg(target_os = "linux")]
+    let from_master = crate::privilege::take_tls_pem().map_err(fail)?;
+    #[cfg(all(target_os = "linux", feature = "tls"))]
+    let cfg_tls = match (cfg.tls, from_master) {
+        (Some(t), Some((cert, key))) => Some(t.with_pem(cert, key)),
+        (t, _) => t,
+    };
+    #[cfg(all(not(target_os = "linux"), feature = "tls"))]
+    let cfg_tls = cfg.tls;
+    #[cfg(all(target_os = "linux", not(feature = "tls")))]
+    drop(from_master);
     #[cfg(feature = "tls")]
-    let tls = match cfg.tls {
+    let tls = match cfg_tls {
         Some(t) => Some((t.load().map_err(fail)?, t.get_handshake_timeout())),
         None => None,
     };
@@ -363,6 +396,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
     Ok(Child {
         worker_id,
         listeners,
+        unix_listeners,
         control,
         shutdown,
         shutdown_timeout,

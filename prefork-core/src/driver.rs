@@ -97,7 +97,15 @@ pub(crate) fn run(mut cfg: Prefork) -> Result<(), Error> {
     if let Some(tls) = &cfg.tls {
         tls.load()?;
     }
+    let setup = crate::privilege::prepare(&cfg)?;
     let bound = listener::bind_all(&cfg.addrs, cfg.network, cfg.reuseport, cfg.backlog, n)?;
+    let notifier = match crate::systemd::Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "NOTIFY_SOCKET is set but unusable; not notifying systemd");
+            None
+        }
+    };
     let control = match &cfg.control_socket {
         Some(p) => Some(ControlSocket::bind(p)?),
         None => None,
@@ -132,6 +140,9 @@ pub(crate) fn run(mut cfg: Prefork) -> Result<(), Error> {
         procs: HashMap::new(),
         listeners: bound.listeners,
         reservations: bound.reservations,
+        setup,
+        notifier,
+        last_ping: Instant::now(),
         reuseport: bound.reuseport,
         backlog: bound.backlog,
         images: Images {
@@ -155,7 +166,12 @@ struct Driver {
     sup: Supervisor,
     procs: HashMap<Key, Proc>,
     listeners: Vec<OwnedFd>,
-    reservations: Vec<socket2::Socket>,
+    /// Held until `run` returns: dropping it removes the Unix socket files.
+    reservations: listener::Reservations,
+    /// User, group, CPU and TLS hand-over for each worker.
+    setup: Option<crate::privilege::WorkerSetup>,
+    notifier: Option<crate::systemd::Notifier>,
+    last_ping: Instant,
     reuseport: Option<String>,
     backlog: i32,
     images: Images,
@@ -219,6 +235,7 @@ impl Driver {
                     }
                 }
             }
+            self.watchdog();
             events.push_back(Event::Tick);
         }
     }
@@ -261,7 +278,7 @@ impl Driver {
             }
             Action::CloseListeners => {
                 self.listeners.clear();
-                self.reservations.clear();
+                self.reservations.sockets.clear();
             }
             Action::AllReady { pids } => {
                 if let Some(hook) = self.cfg.on_master_ready.as_mut() {
@@ -288,7 +305,39 @@ impl Driver {
     }
 
     fn notify(&mut self, n: Notify) {
-        tracing::debug!(?n, "status");
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        let sent = match &n {
+            Notify::Ready(status) => notifier
+                .mainpid(std::process::id())
+                .and_then(|()| notifier.status(status))
+                .and_then(|()| notifier.ready()),
+            Notify::Reloading(status) => {
+                notifier.reloading().and_then(|()| notifier.status(status))
+            }
+            Notify::Stopping => notifier.stopping(),
+            Notify::Status(status) => notifier.status(status),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, ?n, "sd_notify");
+        }
+    }
+
+    /// Pings systemd's watchdog from the loop itself (a stuck master stops pinging).
+    fn watchdog(&mut self) {
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        let Some(interval) = notifier.watchdog_interval() else {
+            return;
+        };
+        if self.last_ping.elapsed() >= interval {
+            self.last_ping = Instant::now();
+            if let Err(e) = notifier.watchdog() {
+                tracing::debug!(error = %e, "sd_notify WATCHDOG=1");
+            }
+        }
     }
 
     fn spawn(&mut self, slot: usize, image: u64, starts: u64) -> Result<(u32, UnixStream), String> {
@@ -314,6 +363,12 @@ impl Driver {
                 (spawn::default_command(&exe), path)
             }
         };
+        let mut cmd = cmd;
+        if let Some(setup) = &self.setup {
+            setup
+                .apply(&mut cmd, slot)
+                .map_err(|e| format!("preparing worker {slot}: {e}"))?;
+        }
         let env = WorkerEnv {
             listeners: &self.listeners,
             reuseport: self.reuseport.as_deref(),
@@ -335,6 +390,9 @@ impl Driver {
         let mut next = now + MAX_TICK;
         if let Some(t) = self.sup.next_deadline() {
             next = next.min(t);
+        }
+        if let Some(i) = self.notifier.as_ref().and_then(|n| n.watchdog_interval()) {
+            next = next.min(self.last_ping + i);
         }
         if self.procs.values().any(|p| p.eof) {
             // A control socket closed: that process is exiting; reap it soon.

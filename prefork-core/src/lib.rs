@@ -39,6 +39,11 @@
 //!   accept from one queue, and a stopping worker loses nothing. With
 //!   [`Prefork::reuseport`] each worker binds its own `SO_REUSEPORT` socket instead (Linux
 //!   only). Every other descriptor stays close-on-exec.
+//! - **Where services run.** Under systemd socket activation the master uses the passed
+//!   sockets instead of binding, and [`systemd::Notifier`] speaks `sd_notify`; listen addresses
+//!   may be Unix sockets (`unix:/path`, [`Child::unix_listeners`]); the workers may run as
+//!   another user ([`Prefork::user`], [`Prefork::group`]) and be pinned to one CPU each
+//!   ([`Prefork::cpu_affinity`]). See `deploy/` for systemd, container and Kubernetes files.
 //! - **Control channel.** Each worker gets one end of a Unix socket pair. It reports `ready`
 //!   once it accepts ([`Child::ready`]), or an error if its start-up fails; end of file tells
 //!   it that the master is gone, at once, without polling.
@@ -95,11 +100,13 @@ mod handle;
 mod health;
 mod listener;
 mod policy;
+mod privilege;
 mod role;
 mod shutdown;
 mod signals;
 mod spawn;
 mod supervisor;
+pub mod systemd;
 #[cfg(feature = "tls")]
 mod tls;
 
@@ -110,7 +117,7 @@ pub use child::{drain_timeout, Child, DEFAULT_DRAIN_GRACE};
 pub use error::{BoxError, Error};
 pub use handle::{MasterHandle, Stats, WorkerStats};
 pub use health::{ConnectionGuard, Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL};
-pub use listener::{bind, ListenAddr, Network};
+pub use listener::{bind, ListenAddr, Network, DEFAULT_UNIX_MODE};
 pub use policy::RecoverPolicy;
 pub use role::{is_child, worker_id, ENV_CHILD, ENV_WORKER_ID};
 pub use shutdown::{Shutdown, ShutdownReason};

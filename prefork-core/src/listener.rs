@@ -4,9 +4,11 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 
 use crate::Error;
 
@@ -43,18 +45,66 @@ impl Network {
 }
 
 /// A listen address as the user wrote it: `"0.0.0.0:8080"`, `"[::]:8080"`, `"localhost:3000"`,
-/// or a [`SocketAddr`]. Port 0 picks a free port (in the master, so every worker shares it).
+/// a [`SocketAddr`], or a Unix domain socket `"unix:/run/app.sock"` ([`ListenAddr::unix`]).
+/// Port 0 picks a free port (in the master, so every worker shares it).
+///
+/// A Unix socket is always bound by the master and shared by the workers (also in
+/// `SO_REUSEPORT` mode). Its file is created with mode [`DEFAULT_UNIX_MODE`] (see
+/// [`ListenAddr::unix_mode`]); a stale file left by a dead server is replaced, but never a socket
+/// that some process still listens on; the file is removed when the master returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenAddr(String);
+pub struct ListenAddr {
+    text: String,
+    unix_mode: u32,
+}
+
+/// The default permission bits of a Unix socket file the master creates: `0o660` (owner and
+/// group may connect).
+pub const DEFAULT_UNIX_MODE: u32 = 0o660;
 
 impl ListenAddr {
+    fn new(text: String) -> Self {
+        ListenAddr {
+            text,
+            unix_mode: DEFAULT_UNIX_MODE,
+        }
+    }
+
+    /// A Unix domain socket address: the same as `"unix:" + path`.
+    pub fn unix(path: impl AsRef<Path>) -> Self {
+        ListenAddr::new(format!("unix:{}", path.as_ref().display()))
+    }
+
+    /// The permission bits of the socket file when this is a Unix address (ignored for TCP).
+    /// Default: [`DEFAULT_UNIX_MODE`] (`0o660`).
+    pub fn unix_mode(mut self, mode: u32) -> Self {
+        self.unix_mode = mode & 0o7777;
+        self
+    }
+
+    /// The socket file's path when this is a Unix address (`unix:/path`).
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.text.strip_prefix("unix:").map(Path::new)
+    }
+
+    /// The text the address was given as.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     /// Resolves the address for `network`: the first resolved address of that family.
     pub(crate) fn resolve(&self, network: Network) -> Result<SocketAddr, Error> {
         let err = |source| Error::Address {
-            addr: self.0.clone(),
+            addr: self.text.clone(),
             source,
         };
-        let addrs = self.0.to_socket_addrs().map_err(err)?;
+        if self.unix_path().is_some() {
+            return Err(err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a Unix socket address, where a TCP address is needed",
+            )));
+        }
+        let addrs = self.text.to_socket_addrs().map_err(err)?;
         let mut seen = false;
         for a in addrs {
             seen = true;
@@ -73,31 +123,31 @@ impl ListenAddr {
 
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl From<&str> for ListenAddr {
     fn from(s: &str) -> Self {
-        ListenAddr(s.to_owned())
+        ListenAddr::new(s.to_owned())
     }
 }
 
 impl From<String> for ListenAddr {
     fn from(s: String) -> Self {
-        ListenAddr(s)
+        ListenAddr::new(s)
     }
 }
 
 impl From<&String> for ListenAddr {
     fn from(s: &String) -> Self {
-        ListenAddr(s.clone())
+        ListenAddr::new(s.clone())
     }
 }
 
 impl From<SocketAddr> for ListenAddr {
     fn from(a: SocketAddr) -> Self {
-        ListenAddr(a.to_string())
+        ListenAddr::new(a.to_string())
     }
 }
 
@@ -170,19 +220,118 @@ pub fn bind(addr: impl Into<ListenAddr>) -> Result<TcpListener, Error> {
 /// What the master binds before it starts any worker.
 #[derive(Debug)]
 pub(crate) struct Bound {
-    /// Shared-socket mode: the listening sockets every worker inherits, in configured order.
+    /// Shared-socket mode: the listening sockets every worker inherits, in configured order
+    /// (TCP and Unix alike; Unix ones are shared in `SO_REUSEPORT` mode too).
     pub(crate) listeners: Vec<OwnedFd>,
     /// `SO_REUSEPORT` mode: the value of `PREFORK_REUSEPORT` (the addresses each worker binds).
     pub(crate) reuseport: Option<String>,
     /// The listen backlog.
     pub(crate) backlog: i32,
+    /// What the master keeps until it returns; dropping it releases the reservations and
+    /// removes the Unix socket files.
+    pub(crate) reservations: Reservations,
+}
+
+/// Held by the master until `run` returns.
+#[derive(Debug, Default)]
+pub(crate) struct Reservations {
     /// `SO_REUSEPORT` mode: each address kept bound (not listening) by the master, which
     /// validates it, fixes a port chosen with port 0, and reserves it for the workers.
-    pub(crate) reservations: Vec<Socket>,
+    pub(crate) sockets: Vec<Socket>,
+    /// The Unix socket files the master created; each is removed on drop.
+    pub(crate) unix_files: Vec<UnixSocketFile>,
+}
+
+/// A Unix socket file this master created. Dropping it removes the file, if it is still the
+/// same socket (not one that someone else put at that path since).
+#[derive(Debug)]
+pub(crate) struct UnixSocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Drop for UnixSocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
+                match std::fs::remove_file(&self.path) {
+                    Ok(()) => {
+                        tracing::debug!(path = %self.path.display(), "removed the socket file")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %self.path.display(), error = %e, "cannot remove the socket file")
+                    }
+                }
+            }
+            _ => {
+                tracing::debug!(path = %self.path.display(), "socket file already gone or replaced; left alone")
+            }
+        }
+    }
+}
+
+/// Binds a Unix stream socket at `path` with permission bits `mode` and listens. A stale socket
+/// file (nothing accepts on it) is removed first; a live one, or a file that is not a socket,
+/// is an error.
+pub(crate) fn bind_unix(
+    path: &Path,
+    mode: u32,
+    backlog: i32,
+) -> Result<(Socket, UnixSocketFile), Error> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let ctx = |what: &str| format!("cannot listen on unix:{}: {what}", path.display());
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(Error::io(
+                ctx("the path exists and is not a socket; it is left alone"),
+                io::Error::from(io::ErrorKind::AlreadyExists),
+            ))
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(Error::io(
+                    ctx("another process listens on this socket; it is not replaced"),
+                    io::Error::from(io::ErrorKind::AddrInUse),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .map_err(|e| Error::io(ctx("cannot remove the stale socket file"), e))?;
+                tracing::info!(path = %path.display(), "removed a stale socket file");
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    ctx("cannot tell whether the existing socket is in use"),
+                    e,
+                ))
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(ctx("cannot inspect the path"), e)),
+    }
+    let socket =
+        Socket::new(Domain::UNIX, Type::STREAM, None).map_err(|e| Error::io(ctx("socket"), e))?;
+    let addr = SockAddr::unix(path).map_err(|e| Error::io(ctx("bad path"), e))?;
+    socket.bind(&addr).map_err(|e| Error::io(ctx("bind"), e))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(ctx("stat"), e))?;
+    let file = UnixSocketFile {
+        path: path.to_owned(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(ctx(&format!("cannot set mode {mode:o}")), e))?;
+    socket
+        .listen(backlog)
+        .map_err(|e| Error::io(ctx("listen"), e))?;
+    Ok((socket, file))
 }
 
 /// Binds every configured address (shared-socket mode) or validates and reserves it
-/// (`SO_REUSEPORT` mode), logging each.
+/// (`SO_REUSEPORT` mode), logging each. Under socket activation (`LISTEN_PID` is this process)
+/// the sockets the service manager passed are used instead; see [`crate::systemd`].
 pub(crate) fn bind_all(
     addrs: &[ListenAddr],
     network: Network,
@@ -191,14 +340,31 @@ pub(crate) fn bind_all(
     workers: usize,
 ) -> Result<Bound, Error> {
     let backlog = backlog.unwrap_or_else(default_backlog);
+    if let Some(passed) = crate::systemd::take_listen_fds()? {
+        if reuseport {
+            return Err(Error::Config(
+                "SO_REUSEPORT mode cannot serve the sockets passed by the service manager \
+                 (socket activation): use the default shared-socket mode"
+                    .into(),
+            ));
+        }
+        return use_passed(addrs, network, passed, backlog, workers);
+    }
     let mut bound = Bound {
         listeners: Vec::new(),
         reuseport: None,
         backlog,
-        reservations: Vec::new(),
+        reservations: Reservations::default(),
     };
     let mut spec = Vec::new();
     for a in addrs {
+        if let Some(path) = a.unix_path() {
+            let (s, file) = bind_unix(path, a.unix_mode, backlog)?;
+            tracing::info!(addr = %a, workers, "listening");
+            bound.listeners.push(OwnedFd::from(s));
+            bound.reservations.unix_files.push(file);
+            continue;
+        }
         let addr = a.resolve(network)?;
         if reuseport {
             let s = bind_socket(addr, network, true)?;
@@ -210,7 +376,7 @@ pub(crate) fn bind_all(
             let dual = local.is_ipv6() && network == Network::Tcp;
             spec.push(format!("{local}{}", if dual { "/dual" } else { "" }));
             tracing::info!(addr = %local, workers, "listening (SO_REUSEPORT, one socket per worker)");
-            bound.reservations.push(s);
+            bound.reservations.sockets.push(s);
         } else {
             let s = listen(addr, network, false, backlog)?;
             let local = s.local_addr().ok().and_then(|l| l.as_socket());
@@ -220,6 +386,122 @@ pub(crate) fn bind_all(
     }
     bound.reuseport = (!spec.is_empty()).then(|| spec.join(","));
     Ok(bound)
+}
+
+/// Socket activation: matches each configured address to a passed socket (by name, else by
+/// local address) and checks that it is a listening stream socket of the right family.
+fn use_passed(
+    addrs: &[ListenAddr],
+    network: Network,
+    passed: Vec<crate::systemd::Passed>,
+    backlog: i32,
+    workers: usize,
+) -> Result<Bound, Error> {
+    use crate::systemd::describe;
+    let mut left: Vec<Option<crate::systemd::Passed>> = passed.into_iter().map(Some).collect();
+    let inventory = |left: &[Option<crate::systemd::Passed>]| {
+        left.iter()
+            .flatten()
+            .map(|p| {
+                format!(
+                    "fd {} (name {:?}): {}",
+                    p.fd.as_raw_fd(),
+                    p.name,
+                    describe(p.fd.as_fd()).text
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mut listeners = Vec::new();
+    for a in addrs {
+        let unix = a.unix_path();
+        let tcp = match unix {
+            Some(_) => None,
+            None => Some(a.resolve(network)?),
+        };
+        let name_matches = |p: &crate::systemd::Passed| {
+            p.name == a.as_str() || unix.is_some_and(|u| Path::new(&p.name) == u)
+        };
+        let addr_matches = |p: &crate::systemd::Passed| {
+            let d = describe(p.fd.as_fd());
+            let Some(local) = d.local else { return false };
+            match (unix, tcp) {
+                (Some(path), _) => local.as_pathname() == Some(path),
+                (None, Some(want)) => local.as_socket().is_some_and(|got| {
+                    got.ip() == want.ip() && (want.port() == 0 || got.port() == want.port())
+                }),
+                (None, None) => false,
+            }
+        };
+        let i = left
+            .iter()
+            .position(|p| p.as_ref().is_some_and(name_matches))
+            .or_else(|| {
+                left.iter()
+                    .position(|p| p.as_ref().is_some_and(addr_matches))
+            });
+        let Some(i) = i else {
+            return Err(Error::Config(format!(
+                "socket activation: no socket passed by the service manager matches {a} \
+                 (by name or by local address); passed: {}",
+                inventory(&left)
+            )));
+        };
+        let p = left[i].take().expect("position found it");
+        let d = describe(p.fd.as_fd());
+        let family_ok = match (unix, tcp, d.domain) {
+            (Some(_), _, Some(dom)) => dom == Domain::UNIX,
+            (None, Some(want), Some(dom)) => dom == Domain::for_address(want),
+            _ => false,
+        };
+        if !(d.stream && d.listening && family_ok) {
+            let family = match (unix, tcp) {
+                (Some(_), _) => "Unix",
+                (None, Some(w)) if w.is_ipv6() => "TCP/IPv6",
+                _ => "TCP/IPv4",
+            };
+            return Err(Error::Config(format!(
+                "socket activation: fd {} (name {:?}) passed for {a} is {}, not a listening \
+                 {family} stream socket",
+                p.fd.as_raw_fd(),
+                p.name,
+                d.text
+            )));
+        }
+        tracing::info!(
+            addr = %local_text(&d),
+            fd = p.fd.as_raw_fd(),
+            name = %p.name,
+            workers,
+            "listening (socket passed by the service manager)"
+        );
+        listeners.push(p.fd);
+    }
+    for p in left.into_iter().flatten() {
+        tracing::warn!(
+            fd = p.fd.as_raw_fd(),
+            name = %p.name,
+            "socket passed by the service manager matches no configured address; closing it"
+        );
+    }
+    Ok(Bound {
+        listeners,
+        reuseport: None,
+        backlog,
+        reservations: Reservations::default(),
+    })
+}
+
+fn local_text(d: &crate::systemd::Described) -> String {
+    match &d.local {
+        Some(l) => match (l.as_socket(), l.as_pathname()) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(p)) => format!("unix:{}", p.display()),
+            _ => "?".into(),
+        },
+        None => "?".into(),
+    }
 }
 
 /// Is `fd` open in this process?
@@ -268,6 +550,45 @@ pub(crate) fn inherit_tcp_listener(fd: RawFd, what: &str) -> Result<TcpListener,
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     set_cloexec(&owned).map_err(|e| format!("{what} (fd {fd}): {e}"))?;
     let listener = TcpListener::from(owned);
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{what} (fd {fd}): {e}"))?;
+    Ok(listener)
+}
+
+/// Whether inherited descriptor `fd` is a Unix domain socket (so the worker takes it with
+/// [`inherit_unix_listener`] rather than [`inherit_tcp_listener`]).
+pub(crate) fn is_unix_socket(fd: RawFd) -> bool {
+    if !fd_is_open(fd) {
+        return false;
+    }
+    // SAFETY: the fd is open (checked above) and we only borrow it to inspect it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    SockRef::from(&borrowed)
+        .local_addr()
+        .is_ok_and(|a| a.domain() == Domain::UNIX)
+}
+
+/// Takes ownership of inherited descriptor `fd` if it is a listening Unix stream socket: marks it
+/// close-on-exec and non-blocking. `what` names the descriptor in errors.
+pub(crate) fn inherit_unix_listener(fd: RawFd, what: &str) -> Result<UnixListener, String> {
+    if !fd_is_open(fd) {
+        return Err(format!("{what} (fd {fd}) is not open"));
+    }
+    // SAFETY: the fd is open (checked above) and we only borrow it to inspect it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let d = crate::systemd::describe(borrowed);
+    if d.domain != Some(Domain::UNIX) || !d.stream || !d.listening {
+        return Err(format!(
+            "{what} (fd {fd}) is {}, not a listening Unix stream socket",
+            d.text
+        ));
+    }
+    // SAFETY: the fd is open, is a listening Unix socket, and nothing else in this process owns
+    // it: the master placed it here for us and we take it exactly once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_cloexec(&owned).map_err(|e| format!("{what} (fd {fd}): {e}"))?;
+    let listener = UnixListener::from(owned);
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("{what} (fd {fd}): {e}"))?;

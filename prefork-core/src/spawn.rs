@@ -93,6 +93,11 @@ pub(crate) fn spawn(
         .env(ENV_DRAIN_GRACE_MS, env.drain_grace_ms.to_string())
         .env(ENV_HEARTBEAT_MS, env.heartbeat_ms.to_string())
         .env(ENV_NOFILE, &env.nofile);
+    // The service manager's variables are the master's alone (socket activation, notify,
+    // watchdog); the master never changes its own environment, so strip them here.
+    for var in crate::systemd::MANAGER_ENV {
+        cmd.env_remove(var);
+    }
     match env.reuseport {
         Some(addrs) => cmd.env(ENV_REUSEPORT, addrs),
         None => cmd.env_remove(ENV_REUSEPORT),

@@ -1006,6 +1006,9 @@ impl Supervisor {
             return;
         }
         tracing::info!(from, to, "scaling workers");
+        out.push(Action::Notify(Notify::Status(format!(
+            "scaling to {to} workers"
+        ))));
         while self.slots.len() < to {
             let slot = self.slots.len();
             self.slots.push(Slot {

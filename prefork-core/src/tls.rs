@@ -163,6 +163,30 @@ impl TlsConfig {
     }
 }
 
+impl TlsConfig {
+    /// The PEM files, when the configuration is read from files.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn pem_files(&self) -> Option<&PemFiles> {
+        match &self.source {
+            Source::Files(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The same configuration (ALPN, handshake timeout) with the PEM bytes the master read for
+    /// this worker instead of the files.
+    pub(crate) fn with_pem(&self, cert_chain: Vec<u8>, private_key: Vec<u8>) -> TlsConfig {
+        TlsConfig {
+            source: Source::Pem {
+                cert_chain,
+                private_key,
+            },
+            alpn: self.alpn.clone(),
+            handshake_timeout: self.handshake_timeout,
+        }
+    }
+}
+
 fn default_alpn() -> Vec<Vec<u8>> {
     vec![b"h2".to_vec(), b"http/1.1".to_vec()]
 }

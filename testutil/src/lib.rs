@@ -98,6 +98,21 @@ impl Server {
         s
     }
 
+    /// Starts `bin` with `args` and `env` and waits for the master's `all workers ready` line,
+    /// for a server that listens on no TCP address (Unix sockets only). Panics with the log if
+    /// it does not get there. [`Server::addr`] stays unset.
+    pub fn start_ready(bin: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut s = Self::spawn(bin, args, env);
+        let ok = wait_until(DEADLINE, || {
+            s.log().contains("all workers ready")
+                || s.child.as_mut().unwrap().try_wait().unwrap().is_some()
+        });
+        if !ok || !s.log().contains("all workers ready") {
+            panic!("workers never became ready; log:\n{}", s.log());
+        }
+        s
+    }
+
     fn spawn(bin: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(bin);
@@ -586,7 +601,7 @@ pub mod example {
     #[derive(clap::Args, Debug, Clone)]
     #[group(id = "example-contract")]
     pub struct Args {
-        /// Listen address.
+        /// Listen address: `HOST:PORT` or `unix:/path`.
         #[arg(long, default_value = "127.0.0.1:8080")]
         pub addr: String,
         /// Worker processes (threads with --no-prefork); default: the number of CPUs.
@@ -631,6 +646,15 @@ pub mod example {
         /// Keep accepting this long after SIGTERM before draining, in milliseconds.
         #[arg(long, default_value_t = 0)]
         pub shutdown_delay_ms: u64,
+        /// Run the workers as this user (name or uid); the master must be root.
+        #[arg(long)]
+        pub user: Option<String>,
+        /// Run the workers with this group (name or gid).
+        #[arg(long)]
+        pub group: Option<String>,
+        /// Pin worker i to one CPU (i modulo the CPUs the master may use).
+        #[arg(long)]
+        pub cpu_affinity: bool,
     }
 
     impl Args {
@@ -684,6 +708,15 @@ pub mod example {
             }
             if let Some(tls) = self.tls() {
                 prefork = prefork.tls(tls);
+            }
+            if let Some(user) = &self.user {
+                prefork = prefork.user(user);
+            }
+            if let Some(group) = &self.group {
+                prefork = prefork.group(group);
+            }
+            if self.cpu_affinity {
+                prefork = prefork.cpu_affinity(true);
             }
             prefork
         }

@@ -192,14 +192,23 @@ fn verdict(ours: &[f64], other: &[f64], ratios: &[f64]) -> &'static str {
 }
 
 /// Every prefork configuration of ours against every peer of the same case, and (where both
-/// ran) against the same adapter's `no-prefork`.
+/// ran) against the same adapter's `no-prefork`; `cpu-affinity` against the same adapter's
+/// unpinned `prefork`.
 pub(crate) fn compare(samples: &[Sample]) -> Vec<Comparison> {
     let sums = summarize(samples);
     let mut out = Vec::new();
-    for ours in sums.iter().filter(|s| s.mode == "prefork") {
+    for ours in sums
+        .iter()
+        .filter(|s| s.mode == "prefork" || s.mode == "cpu-affinity")
+    {
         let others = sums.iter().filter(|o| {
             o.case == ours.case
-                && (o.mode == "peer" || (o.server == ours.server && o.mode == "no-prefork"))
+                && if ours.mode == "cpu-affinity" {
+                    // Pinned workers against the same server unpinned, same run.
+                    o.server == ours.server && o.mode == "prefork"
+                } else {
+                    o.mode == "peer" || (o.server == ours.server && o.mode == "no-prefork")
+                }
         });
         for other in others {
             let runs = |s: &Summary| -> Vec<&Sample> {

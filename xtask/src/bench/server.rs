@@ -78,6 +78,8 @@ pub(crate) enum Mode {
     Prefork,
     /// Master + workers, one SO_REUSEPORT socket each.
     Reuseport,
+    /// Master + workers sharing one socket, worker i pinned to CPU i (`--cpu-affinity`).
+    Pinned,
     /// The framework's own multi-threaded single-process server (`--workers` threads).
     NoPrefork,
 }
@@ -87,6 +89,7 @@ impl Mode {
         match self {
             Mode::Prefork => "prefork",
             Mode::Reuseport => "reuseport",
+            Mode::Pinned => "cpu-affinity",
             Mode::NoPrefork => "no-prefork",
         }
     }
@@ -276,6 +279,9 @@ pub(crate) fn command(target: Target, launch: &Launch<'_>) -> Result<Command> {
                 Mode::Prefork => {}
                 Mode::Reuseport => {
                     c.arg("--reuseport");
+                }
+                Mode::Pinned => {
+                    c.arg("--cpu-affinity");
                 }
                 Mode::NoPrefork => {
                     c.arg("--no-prefork");

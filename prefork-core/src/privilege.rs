@@ -124,6 +124,21 @@ mod imp {
                     geteuid()
                 )));
             }
+            if cfg.reuseport {
+                // In SO_REUSEPORT mode each worker binds its own socket, after it dropped its
+                // privileges: a port below 1024 would fail in every worker.
+                for a in cfg.addrs.iter().filter(|a| a.unix_path().is_none()) {
+                    let addr = a.resolve(cfg.network)?;
+                    if addr.port() != 0 && addr.port() < 1024 {
+                        return Err(Error::Config(format!(
+                            "{addr}: in SO_REUSEPORT mode each worker binds its own socket after \
+                             dropping to {}, and a port below 1024 needs root; use the default \
+                             shared-socket mode (the master binds as root) or a port of 1024 or more",
+                            id.label
+                        )));
+                    }
+                }
+            }
             tracing::info!(
                 user = %id.label,
                 gid = id.gid.as_raw(),

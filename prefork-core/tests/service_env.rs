@@ -101,6 +101,33 @@ fn an_unknown_user_fails_the_start_and_nothing_starts() {
 }
 
 #[test]
+fn reuseport_with_a_user_refuses_a_privileged_port_up_front() {
+    if !nix::unistd::geteuid().is_root() || nobody().is_none() {
+        eprintln!("skipped: needs root and the user nobody");
+        return;
+    }
+    let (status, log) = Server::run_to_exit(
+        &bin(),
+        &[
+            "--addr",
+            "127.0.0.1:81",
+            "--workers",
+            "2",
+            "--reuseport",
+            "--user",
+            "nobody",
+        ],
+        &[],
+    );
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("127.0.0.1:81") && log.contains("below 1024"),
+        "{log}"
+    );
+    assert!(!log.contains("worker started"), "{log}");
+}
+
+#[test]
 fn cpu_affinity_pins_each_worker_to_its_own_cpu() {
     let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).unwrap();
     let cpus = (0..nix::sched::CpuSet::count())

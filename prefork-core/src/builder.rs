@@ -422,8 +422,8 @@ impl Prefork {
             })?;
             let control = child.control();
             return serve(child).map_err(|e| {
-                if !control.is_ready() {
-                    control.fail_start(&e.to_string());
+                if let Some(c) = control.filter(|c| !c.is_ready()) {
+                    c.fail_start(&e.to_string());
                 }
                 Error::Serve(e)
             });

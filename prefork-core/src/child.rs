@@ -93,7 +93,8 @@ pub struct Child {
     worker_id: usize,
     listeners: Vec<TcpListener>,
     unix_listeners: Vec<UnixListener>,
-    control: Arc<Control>,
+    /// `None` for a [`Child::standalone`] context: no master.
+    control: Option<Arc<Control>>,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
     drain_grace: Duration,
@@ -126,7 +127,7 @@ impl Child {
     /// [`Heartbeat::interval`]; see [`Heartbeat`].
     pub fn heartbeat(&self) -> Heartbeat {
         Heartbeat::new(
-            Some(self.control.clone()),
+            self.control.clone(),
             self.counters.clone(),
             self.heartbeat_interval,
         )
@@ -182,6 +183,9 @@ impl Child {
     /// a margin (a quarter of it, at most 1 s), so a worker that drains for its whole budget still
     /// exits on its own before the master's SIGKILL.
     pub fn drain_timeout(&self) -> Duration {
+        if self.control.is_none() {
+            return self.shutdown_timeout;
+        }
         drain_timeout(self.shutdown_timeout)
     }
 
@@ -191,7 +195,10 @@ impl Child {
     /// # Errors
     /// Fails if the master is gone (the control socket is closed).
     pub fn ready(&self) -> io::Result<()> {
-        self.control.ready()
+        match &self.control {
+            Some(c) => c.ready(),
+            None => Ok(()),
+        }
     }
 
     /// Whether the master was configured with TLS ([`Prefork::tls`](crate::Prefork)). Always
@@ -223,8 +230,56 @@ impl Child {
             .unwrap_or(crate::tls::DEFAULT_HANDSHAKE_TIMEOUT)
     }
 
-    pub(crate) fn control(&self) -> Arc<Control> {
+    pub(crate) fn control(&self) -> Option<Arc<Control>> {
         self.control.clone()
+    }
+
+    /// A context for serving **without a master**: the same serving code in this one process
+    /// (a `--no-prefork` baseline, a development mode), on listeners you bound (e.g. with
+    /// [`bind`](crate::bind)), stopping when `shutdown` completes (e.g. [`Shutdown::on_signals`]).
+    ///
+    /// The worker id is 0; [`Child::ready`] and heartbeats do nothing; the drain rule is the
+    /// same as in a worker, except that [`Child::drain_timeout`] is the whole shutdown timeout
+    /// ([`DEFAULT_SHUTDOWN_TIMEOUT`](crate::DEFAULT_SHUTDOWN_TIMEOUT) unless set with
+    /// [`Child::with_shutdown_timeout`]), since no master will kill the process.
+    pub fn standalone(listeners: Vec<TcpListener>, shutdown: Shutdown) -> Child {
+        Child {
+            worker_id: 0,
+            listeners,
+            unix_listeners: Vec::new(),
+            control: None,
+            shutdown,
+            shutdown_timeout: crate::DEFAULT_SHUTDOWN_TIMEOUT,
+            drain_grace: DEFAULT_DRAIN_GRACE,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            counters: Counters::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
+        }
+    }
+
+    /// Replaces the shutdown timeout of a [`Child::standalone`] context (a worker's comes from
+    /// its master).
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Serves TLS with this configuration and handshake timeout in a [`Child::standalone`]
+    /// context (a worker's comes from its master, loaded and validated there).
+    #[cfg(feature = "tls")]
+    pub fn with_tls(
+        mut self,
+        config: Arc<rustls::ServerConfig>,
+        handshake_timeout: Duration,
+    ) -> Self {
+        self.tls = Some((config, handshake_timeout));
+        self
+    }
+
+    /// Whether this context has a master (`false` for [`Child::standalone`]).
+    pub fn has_master(&self) -> bool {
+        self.control.is_some()
     }
 }
 
@@ -397,7 +452,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         worker_id,
         listeners,
         unix_listeners,
-        control,
+        control: Some(control),
         shutdown,
         shutdown_timeout,
         drain_grace,
@@ -518,6 +573,26 @@ fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_standalone_context_serves_without_a_master() {
+        let l = crate::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = Child::standalone(vec![l], Shutdown::new().unwrap())
+            .with_shutdown_timeout(Duration::from_secs(7));
+        assert!(!c.has_master());
+        assert_eq!(c.worker_id(), 0);
+        assert_eq!(c.local_addrs(), vec![addr]);
+        c.ready().unwrap();
+        c.heartbeat().beat();
+        assert_eq!(
+            c.drain_timeout(),
+            Duration::from_secs(7),
+            "no master: the whole budget"
+        );
+        c.shutdown().trigger(ShutdownReason::Requested);
+        assert!(c.shutdown().is_triggered());
+    }
 
     #[test]
     fn drain_leaves_a_margin_before_the_kill() {

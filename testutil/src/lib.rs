@@ -21,6 +21,9 @@ use nix::unistd::Pid;
 
 pub use nix::sys::signal::Signal as Sig;
 
+pub mod load;
+pub use load::{Load, LoadConfig};
+
 /// The deadline for anything that should take a moment: a server's start, a worker's respawn, a
 /// drain. Generous on purpose: it only keeps a broken build from hanging.
 pub const DEADLINE: Duration = Duration::from_secs(30);

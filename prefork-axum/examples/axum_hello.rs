@@ -2,7 +2,8 @@
 //!
 //! Run with: `cargo run -p prefork-axum --example axum_hello -- --addr 127.0.0.1:8080 --workers 2`
 //!
-//! `GET /` answers `Hello, World!` (after `--sleep-ms`), `GET /pid` the worker's pid.
+//! `GET /` answers `Hello, World!` (after `--sleep-ms`), `GET /pid` the worker's pid,
+//! `GET /block?ms=N` blocks the worker's event loop for N ms, `GET /leak?mb=N` leaks N MiB.
 //! `--cert PATH --key PATH` serves HTTPS (HTTP/2 by ALPN). SIGTERM (or Ctrl+C) drains.
 //! `--no-prefork` serves the same app from this one process on tokio's multi-threaded runtime
 //! with `--workers` threads: the baseline for the benchmarks.
@@ -57,6 +58,15 @@ fn app(sleep: Duration) -> Router {
                     std::process::id().to_string(),
                 )
             }),
+        )
+        // Both run on the worker's event-loop thread: /block stalls it, as a broken handler.
+        .route(
+            "/block",
+            get(|uri: axum::http::Uri| async move { example::block(uri.query()) }),
+        )
+        .route(
+            "/leak",
+            get(|uri: axum::http::Uri| async move { example::leak(uri.query()) }),
         )
 }
 

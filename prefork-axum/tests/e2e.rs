@@ -50,3 +50,8 @@ fn tls_serves_and_survives_bad_handshakes() {
 fn bad_tls_inputs_fail_fast() {
     contract::bad_tls_inputs_fail_fast(&bin());
 }
+
+#[test]
+fn drain_under_load_loses_nothing() {
+    contract::drain_under_load_loses_nothing(&bin(), &[]);
+}

@@ -91,9 +91,11 @@ compile_error!(
     "prefork supports Linux and macOS only: it needs fork/exec, fd passing and Unix signals"
 );
 
+pub mod accept;
 mod builder;
 mod child;
 mod control;
+mod drain;
 mod driver;
 mod error;
 mod handle;
@@ -114,6 +116,7 @@ pub use builder::{
     NofileLimit, Prefork, DEFAULT_READY_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_WORKER_TIMEOUT,
 };
 pub use child::{drain_timeout, Child, DEFAULT_DRAIN_GRACE};
+pub use drain::{Drain, DrainConn};
 pub use error::{BoxError, Error};
 pub use handle::{MasterHandle, Stats, WorkerStats};
 pub use health::{ConnectionGuard, Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL};

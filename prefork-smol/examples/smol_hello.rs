@@ -70,6 +70,15 @@ async fn hello(
             (StatusCode::OK, Bytes::from_static(b"Hello, World!"))
         }
         "/pid" => (StatusCode::OK, Bytes::from(std::process::id().to_string())),
+        // Both run on the worker's executor thread: /block stalls it, as a broken handler.
+        "/block" => (
+            StatusCode::OK,
+            Bytes::from(example::block(req.uri().query())),
+        ),
+        "/leak" => (
+            StatusCode::OK,
+            Bytes::from(example::leak(req.uri().query())),
+        ),
         _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"Not Found")),
     };
     let response = Response::builder()

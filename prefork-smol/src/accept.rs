@@ -1,14 +1,11 @@
-//! The accept loop (stops on shutdown, survives EMFILE) and the tracker that lets a worker wait
-//! for its connections to finish.
+//! The accept loop: stops on shutdown, survives EMFILE.
 
-use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::pin::pin;
 use std::time::Duration;
 
 use async_io::{Async, Timer};
 use prefork_core::Shutdown;
-use smol::channel::{Receiver, Sender};
 use smol::future;
 
 /// The first pause after an accept error such as EMFILE; it doubles while errors repeat.
@@ -19,18 +16,6 @@ pub(crate) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 enum Event<T> {
     Accepted(T),
     Stop,
-}
-
-/// Errors that concern one connection only (the peer gave up before `accept` returned): retry
-/// at once.
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
-    )
 }
 
 /// Accepts connections from `listener` and hands each to `on_connection`, until `shutdown`
@@ -65,16 +50,11 @@ pub(crate) async fn accept_loop(
                 let _ = stream.get_ref().set_nodelay(true);
                 on_connection(stream, peer);
             }
-            Event::Accepted(Err(e)) if is_connection_error(&e) => {
+            Event::Accepted(Err(e)) if prefork_core::accept::is_connection_error(&e) => {
                 tracing::debug!(%addr, error = %e, "accept: connection failed before it was accepted");
             }
             Event::Accepted(Err(e)) => {
-                tracing::warn!(
-                    %addr,
-                    error = %e,
-                    pause_ms = backoff.as_millis() as u64,
-                    "accept failed; retrying after a pause"
-                );
+                prefork_core::accept::log_accept_error(&addr, &e, backoff);
                 let stopped = future::or(
                     async {
                         Timer::after(backoff).await;
@@ -96,81 +76,9 @@ pub(crate) async fn accept_loop(
     tracing::debug!(%addr, "stopped accepting");
 }
 
-/// Counts live connections: each holds a [`ConnectionGuard`]; [`Tracker::drain`] waits until
-/// every guard is dropped.
-#[derive(Debug)]
-pub(crate) struct Tracker {
-    guard: Sender<()>,
-    done: Receiver<()>,
-}
-
-/// Held by a connection's task for as long as the connection lives.
-#[derive(Debug, Clone)]
-pub(crate) struct ConnectionGuard {
-    _guard: Sender<()>,
-}
-
-impl Tracker {
-    pub(crate) fn new() -> Self {
-        let (guard, done) = smol::channel::bounded(1);
-        Tracker { guard, done }
-    }
-
-    pub(crate) fn guard(&self) -> ConnectionGuard {
-        ConnectionGuard {
-            _guard: self.guard.clone(),
-        }
-    }
-
-    /// Waits until every connection is gone, at most `timeout`. Returns the number of
-    /// connections still open when it gave up (0 if all finished).
-    pub(crate) async fn drain(self, timeout: Duration) -> usize {
-        let Tracker { guard, done } = self;
-        drop(guard);
-        let all_done = future::or(
-            async {
-                // Every sender dropped: the channel is closed.
-                let _ = done.recv().await;
-                true
-            },
-            async {
-                Timer::after(timeout).await;
-                false
-            },
-        )
-        .await;
-        if all_done {
-            0
-        } else {
-            done.sender_count()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn drain_waits_for_guards_and_reports_stragglers() {
-        smol::block_on(async {
-            let t = Tracker::new();
-            let g = t.guard();
-            let ex = smol::Executor::new();
-            let task = ex.spawn(async move {
-                Timer::after(Duration::from_millis(20)).await;
-                drop(g);
-            });
-            let drained = ex.run(t.drain(Duration::from_secs(30))).await;
-            assert_eq!(drained, 0);
-            task.await;
-
-            let t = Tracker::new();
-            let _stuck = t.guard();
-            let _stuck2 = t.guard();
-            assert_eq!(t.drain(Duration::from_millis(10)).await, 2);
-        });
-    }
 
     #[test]
     fn a_stopping_accept_loop_leaves_pending_connections_alone() {

@@ -25,6 +25,7 @@ pub struct Context {
     pub(crate) listeners: Vec<Async<TcpListener>>,
     pub(crate) shutdown: Shutdown,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) drain: prefork_core::Drain,
     pub(crate) executor: SharedExecutor,
     /// `None` in a [`Standalone`](crate::Standalone) process: nobody waits for `ready`.
     pub(crate) child: Option<Child>,
@@ -105,6 +106,21 @@ impl Context {
     /// one second), so that the worker exits on its own (status 0) before the master's SIGKILL.
     pub fn drain_timeout(&self) -> Duration {
         prefork_core::drain_timeout(self.shutdown_timeout)
+    }
+
+    /// The worker's drain state ([`prefork_core::Drain`]): request and connection counters (sent
+    /// to the master with the heartbeats) and the flag that ends each connection at its next
+    /// request boundary once the shutdown starts. For an accept loop of your own: count each
+    /// connection with [`prefork_core::Drain::connection`] and drive it with
+    /// [`prefork_core::DrainConn::drive`].
+    pub fn drain(&self) -> prefork_core::Drain {
+        self.drain.clone()
+    }
+
+    /// The heartbeat to send from inside the worker's executor (`None` in a standalone
+    /// process); [`serve`](crate::serve) runs it for you.
+    pub fn heartbeat(&self) -> Option<prefork_core::Heartbeat> {
+        self.child.as_ref().map(|c| c.heartbeat())
     }
 
     /// Tells the master that this worker accepts connections. Call it once the accept loop

@@ -2,20 +2,20 @@
 //! shutdown, and TLS with HTTP/2 by ALPN.
 
 use std::error::Error as StdError;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_io::Async;
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper::{Request, Response};
-use prefork_core::Shutdown;
+use prefork_core::{Drain, DrainConn, Shutdown};
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
-use crate::accept::{accept_loop, ConnectionGuard, Tracker};
+use crate::accept::accept_loop;
 use crate::runtime::SharedExecutor;
 use crate::Context;
 
@@ -25,7 +25,9 @@ pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 /// What every connection task needs, shared.
 struct Shared<S> {
     service: Arc<S>,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     shutdown: Shutdown,
+    drain: Drain,
     /// Runs HTTP/2 streams (HTTP/2 is only offered over TLS).
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     executor: SharedExecutor,
@@ -38,6 +40,7 @@ impl<S> Clone for Shared<S> {
         Shared {
             service: self.service.clone(),
             shutdown: self.shutdown.clone(),
+            drain: self.drain.clone(),
             executor: self.executor.clone(),
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
@@ -64,39 +67,67 @@ where
             "no listener to serve on",
         ));
     }
+    let drain = ctx.drain();
     let shared = Shared {
         service,
         shutdown: ctx.shutdown(),
+        drain: drain.clone(),
         executor: ctx.executor().clone(),
         #[cfg(feature = "tls")]
         tls: ctx.tls_acceptor().map(|a| (a, ctx.tls_handshake_timeout())),
     };
-    let tracker = Tracker::new();
     let mut accepting = Vec::with_capacity(listeners.len());
     for listener in listeners {
         let shared = shared.clone();
         let ex = ctx.executor().clone();
-        let guards = tracker.guard();
         accepting.push(ctx.spawn(accept_loop(
             listener,
             ctx.shutdown(),
             move |stream, peer| {
-                ex.spawn(connection(stream, peer, shared.clone(), guards.clone()))
+                let conn = shared.drain.connection();
+                ex.spawn(connection(stream, peer, shared.clone(), conn))
                     .detach();
             },
         )));
     }
-    // Each accept loop's closure holds a guard until the loop returns, which is before the
-    // drain below starts: only connections are counted then.
+    // The heartbeat runs on the worker's executor: a blocked executor stops the beats.
+    let heartbeat = ctx.heartbeat().map(|hb| {
+        ctx.spawn(async move {
+            loop {
+                async_io::Timer::after(hb.interval()).await;
+                hb.beat();
+            }
+        })
+    });
     ctx.ready()?;
     tracing::debug!(worker = ctx.worker_id(), "serving");
 
     let reason = ctx.shutdown().await;
+    drain.start();
     for task in accepting {
         task.await;
     }
-    tracing::debug!(worker = ctx.worker_id(), ?reason, "draining");
-    let left = tracker.drain(ctx.drain_timeout()).await;
+    tracing::debug!(
+        worker = ctx.worker_id(),
+        ?reason,
+        open = drain.open(),
+        "draining"
+    );
+    let all_closed = smol::future::or(
+        async {
+            drain.closed().await;
+            true
+        },
+        async {
+            async_io::Timer::after(ctx.drain_timeout()).await;
+            false
+        },
+    )
+    .await;
+    if let Some(hb) = heartbeat {
+        drop(hb); // cancels the task
+    }
+    let left = if all_closed { 0 } else { drain.open() };
     if left > 0 {
         tracing::warn!(
             worker = ctx.worker_id(),
@@ -114,7 +145,7 @@ async fn connection<S, B>(
     stream: Async<TcpStream>,
     peer: SocketAddr,
     shared: Shared<S>,
-    _guard: ConnectionGuard,
+    conn: DrainConn,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -131,15 +162,17 @@ async fn connection<S, B>(
             return;
         };
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = FuturesIo::new(Tracked::new(tls, &conn));
         let result = if h2 {
-            serve_h2(FuturesIo::new(tls), &shared).await
+            serve_h2(io, &shared, conn).await
         } else {
-            serve_h1(FuturesIo::new(tls), &shared).await
+            serve_h1(io, &shared, conn).await
         };
         log_result(result, peer);
         return;
     }
-    log_result(serve_h1(FuturesIo::new(stream), &shared).await, peer);
+    let io = FuturesIo::new(Tracked::new(stream, &conn));
+    log_result(serve_h1(io, &shared, conn).await, peer);
 }
 
 fn log_result(result: Result<(), hyper::Error>, peer: SocketAddr) {
@@ -148,7 +181,7 @@ fn log_result(result: Result<(), hyper::Error>, peer: SocketAddr) {
     }
 }
 
-async fn serve_h1<I, S, B>(io: I, shared: &Shared<S>) -> Result<(), hyper::Error>
+async fn serve_h1<I, S, B>(io: I, shared: &Shared<S>, conn: DrainConn) -> Result<(), hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
@@ -158,14 +191,16 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let conn = hyper::server::conn::http1::Builder::new()
+    let service = Counted::new(shared.service.clone(), &conn);
+    let hyper_conn = hyper::server::conn::http1::Builder::new()
         .timer(SmolTimer::new())
-        .serve_connection(io, shared.service.clone());
-    until_stopped(conn, shared.shutdown.clone(), |c| c.graceful_shutdown()).await
+        .serve_connection(io, service);
+    conn.drive(hyper_conn, sleep, |c| c.graceful_shutdown())
+        .await
 }
 
 #[cfg(feature = "tls")]
-async fn serve_h2<I, S, B>(io: I, shared: &Shared<S>) -> Result<(), hyper::Error>
+async fn serve_h2<I, S, B>(io: I, shared: &Shared<S>, conn: DrainConn) -> Result<(), hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
@@ -176,51 +211,157 @@ where
     B::Error: Into<BoxError>,
 {
     let exec = smol_hyper::rt::SmolExecutor::new(shared.executor.clone());
-    let conn = hyper::server::conn::http2::Builder::new(exec)
+    let service = Counted::new(shared.service.clone(), &conn);
+    let hyper_conn = hyper::server::conn::http2::Builder::new(exec)
         .timer(SmolTimer::new())
-        .serve_connection(io, shared.service.clone());
-    until_stopped(conn, shared.shutdown.clone(), |c| c.graceful_shutdown()).await
+        .serve_connection(io, service);
+    conn.drive(hyper_conn, sleep, |c| c.graceful_shutdown())
+        .await
 }
 
-/// Drives a hyper connection; once `shutdown` completes, asks it to shut down gracefully
-/// (HTTP/1: finish the request in flight, then close, or close at once if idle; HTTP/2: GOAWAY)
-/// and keeps driving it to the end.
-async fn until_stopped<C: Future>(
-    conn: C,
-    mut shutdown: Shutdown,
-    graceful: impl FnOnce(Pin<&mut C>),
-) -> C::Output {
-    let mut conn = pin!(conn);
-    let mut graceful = Some(graceful);
-    poll_fn(|cx| {
-        if graceful.is_some() && Pin::new(&mut shutdown).poll(cx).is_ready() {
-            if let Some(graceful) = graceful.take() {
-                graceful(conn.as_mut());
+/// The runtime's timer for [`DrainConn::drive`].
+async fn sleep(d: std::time::Duration) {
+    async_io::Timer::after(d).await;
+}
+
+/// The connection's I/O: every read that returns data is activity (a client that has started
+/// sending is never cut off by the drain).
+struct Tracked<I> {
+    io: I,
+    conn: DrainConn,
+}
+
+impl<I> Tracked<I> {
+    fn new(io: I, conn: &DrainConn) -> Self {
+        Tracked {
+            io,
+            conn: conn.clone(),
+        }
+    }
+}
+
+impl<I: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.conn.on_read();
+        }
+        r
+    }
+}
+
+impl<I: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_close(cx)
+    }
+}
+
+/// The connection's service: counts each request and, once the drain has started, gives each
+/// HTTP/1 response `Connection: close` (the connection then ends after it).
+struct Counted<S> {
+    inner: Arc<S>,
+    conn: DrainConn,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: Arc<S>, conn: &DrainConn) -> Self {
+        Counted {
+            inner,
+            conn: conn.clone(),
+        }
+    }
+}
+
+impl<S, B> Service<Request<Incoming>> for Counted<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = CountedFuture<S::Future>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let version = req.version();
+        self.conn.request_started(version == hyper::Version::HTTP_2);
+        CountedFuture {
+            inner: self.inner.call(req),
+            conn: Some(self.conn.clone()),
+            http1: version < hyper::Version::HTTP_2,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response on its way: see [`Counted`].
+    struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        conn: Option<DrainConn>,
+        http1: bool,
+    }
+
+    impl<F> PinnedDrop for CountedFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // A request whose future was dropped (the client went away) is no longer in flight.
+            if let Some(conn) = this.project().conn.take() {
+                let _ = conn.response_ready();
             }
         }
-        conn.as_mut().poll(cx)
-    })
-    .await
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl<F, B, E> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
 
-    #[test]
-    fn graceful_shutdown_is_requested_once_and_the_connection_still_finishes() {
-        let shutdown = Shutdown::new().unwrap();
-        let calls = std::cell::Cell::new(0);
-        let s = shutdown.clone();
-        let out = smol::block_on(until_stopped(
-            async {
-                s.trigger(prefork_core::ShutdownReason::Requested);
-                async_io::Timer::after(std::time::Duration::from_millis(5)).await;
-                7
-            },
-            shutdown,
-            |_| calls.set(calls.get() + 1),
-        ));
-        assert_eq!((out, calls.get()), (7, 1));
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let mut out = std::task::ready!(this.inner.poll(cx));
+        if let Some(conn) = this.conn.take() {
+            if conn.response_ready() && *this.http1 {
+                if let Ok(resp) = &mut out {
+                    resp.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+            }
+        }
+        std::task::Poll::Ready(out)
     }
 }

@@ -246,6 +246,7 @@ impl Server {
                         listeners,
                         shutdown: child.shutdown(),
                         shutdown_timeout: child.shutdown_timeout(),
+                        drain: prefork_core::Drain::for_child(&child),
                         executor,
                         #[cfg(feature = "tls")]
                         tls: child

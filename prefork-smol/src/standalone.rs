@@ -200,6 +200,11 @@ impl Standalone {
             f(Context {
                 worker_id: 0,
                 listeners,
+                drain: prefork_core::Drain::new(
+                    shutdown.clone(),
+                    prefork_core::Counters::default(),
+                    prefork_core::DEFAULT_DRAIN_GRACE,
+                ),
                 shutdown,
                 shutdown_timeout,
                 executor,

@@ -2,7 +2,8 @@
 //!
 //! Run with: `cargo run -p prefork-tokio --example hyper_hello -- --addr 127.0.0.1:8080 --workers 2`
 //!
-//! `GET /` answers `Hello, World!` (after `--sleep-ms`), `GET /pid` the worker's pid.
+//! `GET /` answers `Hello, World!` (after `--sleep-ms`), `GET /pid` the worker's pid,
+//! `GET /block?ms=N` blocks the worker's event loop for N ms, `GET /leak?mb=N` leaks N MiB.
 //! `--cert PATH --key PATH` serves HTTPS (HTTP/2 by ALPN). SIGTERM (or Ctrl+C) drains.
 //! `--no-prefork` serves the same service from this one process on tokio's multi-threaded
 //! runtime with `--workers` threads: the baseline for the benchmarks.
@@ -61,6 +62,14 @@ async fn hello(
             (StatusCode::OK, Bytes::from_static(b"Hello, World!"))
         }
         "/pid" => (StatusCode::OK, Bytes::from(std::process::id().to_string())),
+        "/block" => (
+            StatusCode::OK,
+            Bytes::from(example::block(req.uri().query())),
+        ),
+        "/leak" => (
+            StatusCode::OK,
+            Bytes::from(example::leak(req.uri().query())),
+        ),
         _ => (StatusCode::NOT_FOUND, Bytes::from_static(b"Not Found")),
     };
     let mut resp = Response::new(Full::new(body));

@@ -9,7 +9,9 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use prefork_core::{Child, Shutdown, DEFAULT_SHUTDOWN_TIMEOUT};
+use prefork_core::{
+    Child, Counters, Drain, Shutdown, DEFAULT_DRAIN_GRACE, DEFAULT_SHUTDOWN_TIMEOUT,
+};
 use tokio::net::TcpListener;
 
 use crate::BoxError;
@@ -26,6 +28,7 @@ pub struct TokioChild {
     listeners: Vec<TcpListener>,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
+    drain: Drain,
     core: Option<Child>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::Tls>,
@@ -47,6 +50,7 @@ impl TokioChild {
             listeners,
             shutdown: child.shutdown(),
             shutdown_timeout: child.shutdown_timeout(),
+            drain: Drain::for_child(&child),
             #[cfg(feature = "tls")]
             tls: child
                 .tls_config()
@@ -81,6 +85,7 @@ impl TokioChild {
         Ok(TokioChild {
             worker_id: 0,
             listeners: convert(listeners)?,
+            drain: Drain::new(shutdown.clone(), Counters::default(), DEFAULT_DRAIN_GRACE),
             shutdown,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             core: None,
@@ -168,6 +173,20 @@ impl TokioChild {
     #[cfg(feature = "tls")]
     pub fn tls_config(&self) -> Option<std::sync::Arc<prefork_core::rustls::ServerConfig>> {
         self.tls.as_ref().map(|t| t.config())
+    }
+
+    /// The worker's drain state (see [`Drain`]): the request and connection counters the
+    /// master reads from the heartbeats, and the flag that tells connections to end at their
+    /// next request boundary. For an accept loop of your own: count each connection with
+    /// [`Drain::connection`] and drive it with [`prefork_core::DrainConn::drive`].
+    pub fn drain(&self) -> Drain {
+        self.drain.clone()
+    }
+
+    /// The worker's request and connection counters ([`TokioChild::serve`] counts every
+    /// request and connection).
+    pub fn counters(&self) -> Counters {
+        self.drain.counters().clone()
     }
 
     /// The core context (`None` for a [`TokioChild::standalone`] one), for what this type does

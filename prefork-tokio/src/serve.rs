@@ -1,19 +1,22 @@
-//! The accept loop, one task per connection, and the graceful drain.
+//! The accept loop, one task per connection, and the loss-free drain.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, CONNECTION};
 use hyper::service::Service;
-use hyper::{Request, Response};
+use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
+use prefork_core::accept::{is_connection_error, log_accept_error};
+use prefork_core::DrainConn;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::child::TokioChild;
@@ -51,12 +54,24 @@ where
         #[cfg(feature = "tls")]
         tls: child.tls.clone(),
     });
-    let graceful = GracefulShutdown::new();
+    let drain = child.drain();
     let mut shutdown = child.shutdown();
     let addrs: Vec<SocketAddr> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .collect();
+    let heartbeat = child.core().map(|c| {
+        let hb = c.heartbeat();
+        // Inside the worker's event loop: a blocked loop stops the beats.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(hb.interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                hb.beat();
+            }
+        })
+    });
     tracing::debug!(worker = child.worker_id(), ?addrs, "accepting");
     child.ready()?;
 
@@ -70,17 +85,13 @@ where
         match accepted {
             Ok((stream, peer)) => {
                 let service = make_service(peer);
-                spawn_connection(stream, peer, service, &shared, graceful.watcher());
+                spawn_connection(stream, peer, service, &shared, drain.connection());
             }
             Err(e) if is_connection_error(&e) => {
                 tracing::debug!(error = %e, "accept: connection error");
             }
             Err(e) => {
-                tracing::error!(
-                    error = %e,
-                    backoff_ms = ACCEPT_BACKOFF.as_millis() as u64,
-                    "accept failed; retrying after a pause"
-                );
+                log_accept_error(&DisplayAddrs(&addrs), &e, ACCEPT_BACKOFF);
                 tokio::select! {
                     biased;
                     reason = &mut shutdown => break reason,
@@ -90,21 +101,38 @@ where
         }
     };
 
-    // Stop accepting: in the shared-socket mode the queue stays open for the other workers.
+    // Stop accepting at once: in the shared-socket mode the queue stays open for the other
+    // workers; every connection task now ends its connection at a request boundary.
+    drain.start();
     drop(listeners);
-    let open = graceful.count();
     let budget = child.drain_timeout();
-    tracing::debug!(?reason, open, "draining");
-    if tokio::time::timeout(budget, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    tracing::debug!(?reason, open = drain.open(), "draining");
+    if tokio::time::timeout(budget, drain.closed()).await.is_err() {
         tracing::warn!(
             timeout_ms = budget.as_millis() as u64,
+            open = drain.open(),
             "drain did not finish within the shutdown timeout; closing the remaining connections"
         );
     }
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
     Ok(())
+}
+
+/// The listeners' addresses, for log lines.
+struct DisplayAddrs<'a>(&'a [SocketAddr]);
+
+impl std::fmt::Display for DisplayAddrs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{a}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Polls every listener once, starting after the one that accepted last, so that no listener
@@ -125,22 +153,12 @@ fn poll_accept_any(
     Poll::Pending
 }
 
-/// Errors that concern the one connection being accepted, not the listener.
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
-}
-
 fn spawn_connection<S, B>(
     stream: TcpStream,
     peer: SocketAddr,
     service: S,
     shared: &Arc<Shared>,
-    watcher: Watcher,
+    conn: DrainConn,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
@@ -157,11 +175,11 @@ fn spawn_connection<S, B>(
         #[cfg(feature = "tls")]
         if let Some(tls) = &shared.tls {
             if let Some(stream) = tls.handshake(stream, peer).await {
-                serve_connection(&shared.http, stream, peer, service, watcher).await;
+                serve_connection(&shared.http, stream, peer, service, conn).await;
             }
             return;
         }
-        serve_connection(&shared.http, stream, peer, service, watcher).await;
+        serve_connection(&shared.http, stream, peer, service, conn).await;
     });
 }
 
@@ -170,7 +188,7 @@ async fn serve_connection<I, S, B>(
     io: I,
     peer: SocketAddr,
     service: S,
-    watcher: Watcher,
+    conn: DrainConn,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -180,8 +198,140 @@ async fn serve_connection<I, S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn).await {
+    let io = Tracked {
+        io,
+        conn: conn.clone(),
+    };
+    let service = Counted {
+        inner: service,
+        conn: conn.clone(),
+    };
+    let hyper_conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let result = conn
+        .drive(hyper_conn, tokio::time::sleep, |c| c.graceful_shutdown())
+        .await;
+    if let Err(e) = result {
         tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// The connection's I/O: every read that returns data is activity (a client that has started
+/// sending is never cut off by the drain).
+struct Tracked<I> {
+    io: I,
+    conn: DrainConn,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.conn.on_read();
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// The connection's service: counts each request and, once the drain has started, gives each
+/// HTTP/1 response `Connection: close` (the connection then ends after it).
+struct Counted<S> {
+    inner: S,
+    conn: DrainConn,
+}
+
+impl<S, B> Service<Request<Incoming>> for Counted<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<B>;
+    type Error = S::Error;
+    type Future = CountedFuture<S::Future>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let version = req.version();
+        self.conn.request_started(version == Version::HTTP_2);
+        CountedFuture {
+            inner: self.inner.call(req),
+            conn: Some(self.conn.clone()),
+            http1: version < Version::HTTP_2,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response on its way: see [`Counted`].
+    struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        conn: Option<DrainConn>,
+        http1: bool,
+    }
+
+    impl<F> PinnedDrop for CountedFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // A request whose future was dropped (the client went away) is no longer in flight.
+            if let Some(conn) = this.project().conn.take() {
+                let _ = conn.response_ready();
+            }
+        }
+    }
+}
+
+impl<F, B, E> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut out = match this.inner.poll(cx) {
+            Poll::Ready(out) => out,
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(conn) = this.conn.take() {
+            if conn.response_ready() && *this.http1 {
+                if let Ok(resp) = &mut out {
+                    resp.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
+        }
+        Poll::Ready(out)
     }
 }

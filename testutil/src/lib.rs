@@ -655,6 +655,10 @@ pub mod example {
         /// Pin worker i to one CPU (i modulo the CPUs the master may use).
         #[arg(long)]
         pub cpu_affinity: bool,
+        /// How long a draining worker keeps an idle keep-alive connection open, in
+        /// milliseconds; default: the library's.
+        #[arg(long)]
+        pub drain_grace_ms: Option<u64>,
     }
 
     impl Args {
@@ -706,6 +710,9 @@ pub mod example {
             if self.shutdown_delay_ms > 0 {
                 prefork = prefork.shutdown_delay(Duration::from_millis(self.shutdown_delay_ms));
             }
+            if let Some(ms) = self.drain_grace_ms {
+                prefork = prefork.drain_grace(Duration::from_millis(ms));
+            }
             if let Some(tls) = self.tls() {
                 prefork = prefork.tls(tls);
             }
@@ -729,6 +736,38 @@ pub mod example {
                     .unwrap_or(1)
             })
         }
+    }
+
+    /// The number `key=N` in a query string (`ms=250&x=1`), if any.
+    pub fn query_u64(query: Option<&str>, key: &str) -> Option<u64> {
+        query?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    }
+
+    /// `GET /block?ms=N`: blocks the calling thread (the worker's event-loop thread, when called
+    /// from a handler) for N ms with `std::thread::sleep`, as a broken handler would. Returns
+    /// the body to answer with.
+    pub fn block(query: Option<&str>) -> String {
+        let ms = query_u64(query, "ms").unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(ms));
+        format!("blocked {ms} ms")
+    }
+
+    /// `GET /leak?mb=N`: allocates N MiB, touches every page, and never frees them (they stay
+    /// in a static list), as a leaking handler would. Returns the body to answer with.
+    pub fn leak(query: Option<&str>) -> String {
+        static LEAKED: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+        let mb = query_u64(query, "mb").unwrap_or(0).min(1 << 16);
+        let mut block = vec![0u8; (mb as usize) << 20];
+        for page in block.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        std::hint::black_box(&block);
+        let mut leaked = LEAKED.lock().unwrap_or_else(|e| e.into_inner());
+        leaked.push(block);
+        let total: usize = leaked.iter().map(Vec::len).sum();
+        format!("leaked {mb} MiB ({} MiB in all)", total >> 20)
     }
 
     /// Logs to stderr through `tracing` (level from `RUST_LOG`, default `info`; colours only on a
@@ -1080,6 +1119,87 @@ pub mod contract {
             "both workers drained and exited 0:\n{log}"
         );
         assert!(!log.contains("exited unexpectedly"), "{log}");
+    }
+
+    /// Proves the loss-free drain of one worker under load (`extra`: the listener mode): with
+    /// keep-alive clients and new-connection-per-request clients asking `/pid` without pause,
+    /// SIGTERM to one worker directly makes it stop accepting and end each keep-alive
+    /// connection at a request boundary. Checks: 0 failed requests; keep-alive clients got
+    /// `Connection: close` and reconnected; a request sent on an idle keep-alive connection to
+    /// that worker after its drain began (within the grace, `--drain-grace-ms 5000`) is answered
+    /// by it, with `Connection: close`, and the connection is then closed; the worker exits 0
+    /// and the load keeps being served.
+    pub fn drain_under_load_loses_nothing(bin: &Path, extra: &[&str]) {
+        use crate::load::{Load, LoadConfig};
+        let mut args = vec!["--shutdown-timeout-ms", "20000", "--drain-grace-ms", "5000"];
+        args.extend_from_slice(extra);
+        let s = start(bin, &args);
+        let workers = s.wait_ready();
+        let load = Load::start(
+            s.addr,
+            LoadConfig {
+                keepalive: 8,
+                new_conn: 2,
+                path: "/pid".into(),
+                ..Default::default()
+            },
+        );
+        assert!(load.wait_ok(300), "the load is served: {load:?}");
+        // The victim: the worker serving most of the load (it holds keep-alive clients).
+        let before = load.snapshot();
+        let victim = *before
+            .pids
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(p, _)| p)
+            .unwrap();
+        assert!(workers.contains(&victim), "{before:?}");
+
+        // An idle keep-alive connection to the victim (bounded search).
+        let mut idle = None;
+        for _ in 0..200 {
+            let mut c = TcpStream::connect(s.addr).unwrap();
+            if raw_get(&mut c, "/pid") == victim.to_string() {
+                idle = Some(c);
+                break;
+            }
+        }
+        let mut idle = idle.expect("no connection reached the victim worker");
+        let before = load.snapshot();
+
+        kill_pid(victim, Signal::SIGTERM);
+        // The drain has begun once a keep-alive client was told to close...
+        assert!(
+            wait_until(DEADLINE, || load.snapshot().closed_by_server
+                > before.closed_by_server),
+            "no keep-alive client got Connection: close: {load:?}; log:\n{}",
+            s.log()
+        );
+        // ...and the idle connection, within its grace, still gets an answer, then the close.
+        write!(idle, "GET /pid HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+        let answer = read_until_closed(&mut idle).expect("the idle connection is closed after");
+        let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(
+            answer.starts_with("http/1.1 200") && answer.ends_with(&victim.to_string()),
+            "the request on the idle connection is answered by the draining worker: {answer:?}"
+        );
+        assert!(answer.contains("connection: close"), "{answer:?}");
+
+        assert!(
+            wait_until(DEADLINE, || !alive(victim)),
+            "the victim did not exit; log:\n{}",
+            s.log()
+        );
+        assert!(load.wait_ok(300), "the load goes on: {load:?}");
+        let report = load.stop();
+        assert_eq!(report.failed(), 0, "{report:?}; log:\n{}", s.log());
+        assert!(report.reconnects > 0, "{report:?}");
+        let log = s.log();
+        let exit = log
+            .lines()
+            .find(|l| l.contains("exited") && field(l, "pid") == Some(&victim.to_string()))
+            .unwrap_or_else(|| panic!("no exit line for {victim}:\n{log}"));
+        assert!(exit.contains("exit status 0"), "the worker exits 0: {exit}");
     }
 
     /// Runs `bin` with `args` and expects it to exit on its own with status 1 and a message that

@@ -30,6 +30,8 @@ pub(crate) struct Control {
     ready: AtomicBool,
     /// Keeps each line whole when the event loop's heartbeat and another thread write at once.
     write: Mutex<()>,
+    /// Whether the first heartbeat was sent (the master watches the worker from then on).
+    watched: AtomicBool,
 }
 
 impl Control {
@@ -125,7 +127,17 @@ impl Child {
 
     /// The heartbeat to send from inside the worker's event loop, every
     /// [`Heartbeat::interval`]; see [`Heartbeat`].
+    ///
+    /// The first call sends a beat at once: from then on the master's watchdog watches this
+    /// worker (a worker that never asks for its heartbeat is not watched, so a server written
+    /// directly on [`Prefork::run`](crate::Prefork::run) without heartbeats is never killed for
+    /// silence).
     pub fn heartbeat(&self) -> Heartbeat {
+        if let Some(c) = &self.control {
+            if !c.watched.swap(true, Ordering::SeqCst) {
+                c.heartbeat(self.counters.requests(), self.counters.connections());
+            }
+        }
         Heartbeat::new(
             self.control.clone(),
             self.counters.clone(),
@@ -359,6 +371,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         stream: control,
         ready: AtomicBool::new(false),
         write: Mutex::new(()),
+        watched: AtomicBool::new(false),
     });
     // From here on the master is listening: report failures to it as well.
     // From here on the master is listening: a failure goes to it, and it reports it.

@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 
 pub use nix::sys::signal::Signal as Sig;
 
+pub mod health;
 pub mod load;
 pub mod ops;
 pub use load::{Load, LoadConfig};
@@ -86,7 +87,26 @@ impl Server {
 
     /// [`Server::start`] with extra environment variables for the master.
     pub fn start_with_env(bin: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut s = Self::spawn(bin, args, env);
+        Self::start_configured(bin, args, env, |_| {})
+    }
+
+    /// [`Server::start`] with the master's `Command` adjusted by `configure` first (a resource
+    /// limit, say).
+    pub fn start_with(
+        bin: &PathBuf,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
+        Self::start_configured(bin, args, &[], configure)
+    }
+
+    fn start_configured(
+        bin: &PathBuf,
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
+        let mut s = Self::spawn_configured(bin, args, env, configure);
         let ok = wait_until(DEADLINE, || {
             s.find_addr().is_some() || s.child.as_mut().unwrap().try_wait().unwrap().is_some()
         });
@@ -114,6 +134,15 @@ impl Server {
     }
 
     fn spawn(bin: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn_configured(bin, args, env, |_| {})
+    }
+
+    fn spawn_configured(
+        bin: &PathBuf,
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         use std::os::unix::process::CommandExt;
         let mut cmd = Command::new(bin);
         // Its own process group, as a shell gives a foreground job: `signal_group` then acts like
@@ -129,6 +158,7 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        configure(&mut cmd);
         let mut child = cmd.spawn().expect("spawn server");
         let log = Arc::new(Mutex::new(String::new()));
         let seen_workers = Arc::new(Mutex::new(BTreeSet::new()));

@@ -72,6 +72,7 @@ pub struct Prefork {
     pub(crate) ready_timeout: Duration,
     pub(crate) recover: RecoverPolicy,
     pub(crate) drain_grace: Duration,
+    pub(crate) keepalive_timeout: Option<Duration>,
     pub(crate) shutdown_delay: Duration,
     pub(crate) reload_surge: usize,
     pub(crate) worker_timeout: Option<Duration>,
@@ -105,6 +106,7 @@ impl fmt::Debug for Prefork {
             .field("ready_timeout", &self.ready_timeout)
             .field("recover", &self.recover)
             .field("drain_grace", &self.drain_grace)
+            .field("keepalive_timeout", &self.keepalive_timeout)
             .field("shutdown_delay", &self.shutdown_delay)
             .field("reload_surge", &self.reload_surge)
             .field("worker_timeout", &self.worker_timeout)
@@ -132,6 +134,7 @@ impl Default for Prefork {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             recover: RecoverPolicy::default(),
             drain_grace: crate::child::DEFAULT_DRAIN_GRACE,
+            keepalive_timeout: Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
             shutdown_delay: Duration::ZERO,
             reload_surge: 1,
             worker_timeout: Some(DEFAULT_WORKER_TIMEOUT),
@@ -244,6 +247,15 @@ impl Prefork {
     /// [`Child::drain_grace`].
     pub fn drain_grace(mut self, grace: Duration) -> Self {
         self.drain_grace = grace;
+        self
+    }
+
+    /// How long an idle keep-alive connection (no request in flight, nothing received) stays
+    /// open before the worker closes it; `None` keeps it until the client closes it. Default:
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`](crate::DEFAULT_KEEPALIVE_TIMEOUT) (75 s, nginx's
+    /// `keepalive_timeout`): idle clients cannot hold a worker's descriptors forever.
+    pub fn keepalive_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.keepalive_timeout = timeout;
         self
     }
 

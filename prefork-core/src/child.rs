@@ -100,6 +100,7 @@ pub struct Child {
     shutdown: Shutdown,
     shutdown_timeout: Duration,
     drain_grace: Duration,
+    keepalive_timeout: Option<Duration>,
     heartbeat_interval: Duration,
     counters: Counters,
     #[cfg(feature = "tls")]
@@ -117,6 +118,13 @@ impl Child {
     /// a reset.
     pub fn drain_grace(&self) -> Duration {
         self.drain_grace
+    }
+
+    /// How long an idle keep-alive connection stays open
+    /// ([`Prefork::keepalive_timeout`](crate::Prefork::keepalive_timeout), default 75 s;
+    /// `None`: until the client closes it).
+    pub fn keepalive_timeout(&self) -> Option<Duration> {
+        self.keepalive_timeout
     }
 
     /// The worker's request and connection counters. Adapters count every request and open
@@ -263,6 +271,7 @@ impl Child {
             shutdown,
             shutdown_timeout: crate::DEFAULT_SHUTDOWN_TIMEOUT,
             drain_grace: DEFAULT_DRAIN_GRACE,
+            keepalive_timeout: Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             counters: Counters::default(),
             #[cfg(feature = "tls")]
@@ -385,6 +394,11 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
     };
     let shutdown_timeout = env_ms(ENV_SHUTDOWN_TIMEOUT_MS).unwrap_or(cfg.shutdown_timeout);
     let drain_grace = env_ms(ENV_DRAIN_GRACE_MS).unwrap_or(DEFAULT_DRAIN_GRACE);
+    let keepalive_timeout = match env_ms(ENV_KEEPALIVE_MS) {
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+        None => Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
+    };
     let heartbeat_interval = env_ms(ENV_HEARTBEAT_MS)
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL);
@@ -469,6 +483,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         shutdown,
         shutdown_timeout,
         drain_grace,
+        keepalive_timeout,
         heartbeat_interval,
         counters: Counters::default(),
         #[cfg(feature = "tls")]

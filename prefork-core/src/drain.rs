@@ -27,6 +27,9 @@ use std::time::Duration;
 use crate::health::{ConnectionGuard, Counters};
 use crate::shutdown::Shutdown;
 
+/// The default idle keep-alive timeout: 75 s, nginx's `keepalive_timeout`.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+
 /// A worker's drain state: whether the drain has started, the connections still open, and the
 /// counters every request and connection is counted in. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -41,6 +44,8 @@ struct Inner {
     open: AtomicUsize,
     counters: Counters,
     grace: Duration,
+    /// Idle keep-alive connections are closed after this long, draining or not.
+    idle_timeout: Option<Duration>,
     /// The task waiting in [`Drain::closed`].
     waiter: Mutex<Option<Waker>>,
 }
@@ -57,15 +62,30 @@ impl Drain {
                 open: AtomicUsize::new(0),
                 counters,
                 grace,
+                idle_timeout: Some(DEFAULT_KEEPALIVE_TIMEOUT),
                 waiter: Mutex::new(None),
             }),
         }
+    }
+
+    /// Closes a connection that stays idle (no request in flight, nothing read) for this long,
+    /// draining or not: `None` keeps idle connections open until the client closes them.
+    /// Default: [`DEFAULT_KEEPALIVE_TIMEOUT`] (75 s, nginx's `keepalive_timeout`).
+    ///
+    /// # Panics
+    /// If the drain was already cloned or handed out a connection (set it first).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Drain {
+        Arc::get_mut(&mut self.inner)
+            .expect("Drain::idle_timeout must be set before the drain is shared")
+            .idle_timeout = timeout;
+        self
     }
 
     /// The drain of this worker: its shutdown, counters and
     /// [`drain_grace`](crate::Child::drain_grace).
     pub fn for_child(child: &crate::Child) -> Drain {
         Drain::new(child.shutdown(), child.counters(), child.drain_grace())
+            .idle_timeout(child.keepalive_timeout())
     }
 
     /// Marks the drain as started (the accept loop calls it when the shutdown completes;
@@ -232,24 +252,42 @@ impl DrainConn {
         T: Future<Output = ()>,
     {
         enum Phase<T> {
-            Serving,
+            Serving { idle: Option<(u64, Pin<Box<T>>)> },
             Grace { seen: u64, timer: Pin<Box<T>> },
             Closing,
         }
         let mut conn = pin!(conn);
         let mut shutdown = self.inner.drain.shutdown();
-        let mut phase = Phase::Serving;
+        let mut phase = Phase::Serving { idle: None };
+        let idle_timeout = self.inner.drain.inner.idle_timeout;
         poll_fn(|cx| {
             if let Poll::Ready(out) = conn.as_mut().poll(cx) {
                 return Poll::Ready(out);
             }
             loop {
                 match &mut phase {
-                    Phase::Serving => {
+                    Phase::Serving { idle } => {
                         if !self.inner.drain.is_draining()
                             && Pin::new(&mut shutdown).poll(cx).is_pending()
                         {
-                            return Poll::Pending;
+                            let Some(timeout) = idle_timeout else {
+                                return Poll::Pending;
+                            };
+                            // The idle keep-alive timeout: one timer per period, checked
+                            // lazily (nothing is reset per request).
+                            let (seen, timer) = idle
+                                .get_or_insert_with(|| (self.activity(), Box::pin(sleep(timeout))));
+                            if timer.as_mut().poll(cx).is_pending() {
+                                return Poll::Pending;
+                            }
+                            let now = self.activity();
+                            if self.in_flight() == 0 && now == *seen {
+                                graceful(conn.as_mut());
+                                phase = Phase::Closing;
+                            } else {
+                                *idle = Some((now, Box::pin(sleep(timeout))));
+                            }
+                            continue;
                         }
                         self.inner.drain.start();
                         if self.inner.http2.load(Ordering::Relaxed) {
@@ -350,6 +388,32 @@ mod tests {
                 Poll::Pending
             }
         })
+    }
+
+    #[test]
+    fn an_idle_keepalive_connection_is_closed_after_the_idle_timeout() {
+        let drain = Drain::new(
+            Shutdown::new().unwrap(),
+            Counters::default(),
+            Duration::from_secs(1),
+        )
+        .idle_timeout(Some(Duration::from_secs(75)));
+        let conn = drain.connection();
+        let fire = Arc::new(AtomicBool::new(false));
+        let mut fut = Box::pin(conn.drive(
+            FakeConn { closed: false },
+            |_| manual_timer(&fire),
+            |mut c| c.closed = true,
+        ));
+        noop_cx(|cx| assert!(fut.as_mut().poll(cx).is_pending()));
+        // A request during the period: kept.
+        conn.on_read();
+        fire.store(true, Ordering::SeqCst);
+        noop_cx(|cx| assert!(fut.as_mut().poll(cx).is_pending()));
+        // A whole quiet period: closed, though no drain started.
+        fire.store(true, Ordering::SeqCst);
+        noop_cx(|cx| assert_eq!(fut.as_mut().poll(cx), Poll::Ready("closed")));
+        assert!(!drain.is_draining());
     }
 
     #[test]

@@ -375,6 +375,10 @@ impl Driver {
             backlog: self.backlog,
             shutdown_timeout_ms: self.cfg.shutdown_timeout.as_millis(),
             drain_grace_ms: self.cfg.drain_grace.as_millis(),
+            keepalive_ms: self
+                .cfg
+                .keepalive_timeout
+                .map_or(0, |d| d.as_millis().max(1)),
             heartbeat_ms: crate::health::heartbeat_interval(self.cfg.worker_timeout).as_millis(),
             nofile: self.cfg.nofile.env_value(),
         };

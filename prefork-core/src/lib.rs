@@ -116,7 +116,7 @@ pub use builder::{
     NofileLimit, Prefork, DEFAULT_READY_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_WORKER_TIMEOUT,
 };
 pub use child::{drain_timeout, Child, DEFAULT_DRAIN_GRACE};
-pub use drain::{Drain, DrainConn};
+pub use drain::{Drain, DrainConn, DEFAULT_KEEPALIVE_TIMEOUT};
 pub use error::{BoxError, Error};
 pub use handle::{MasterHandle, Stats, WorkerStats};
 pub use health::{ConnectionGuard, Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL};

@@ -22,6 +22,8 @@ pub(crate) const ENV_PROTOCOL: &str = "PREFORK_PROTOCOL";
 pub(crate) const ENV_HEARTBEAT_MS: &str = "PREFORK_HEARTBEAT_MS";
 /// How long a draining worker keeps an idle keep-alive connection open, in milliseconds.
 pub(crate) const ENV_DRAIN_GRACE_MS: &str = "PREFORK_DRAIN_GRACE_MS";
+/// The idle keep-alive timeout in milliseconds (0: none).
+pub(crate) const ENV_KEEPALIVE_MS: &str = "PREFORK_KEEPALIVE_MS";
 /// The worker's soft `RLIMIT_NOFILE`: `hard`, `keep`, or a number.
 pub(crate) const ENV_NOFILE: &str = "PREFORK_NOFILE";
 

@@ -41,6 +41,7 @@ pub(crate) struct WorkerEnv<'a> {
     pub(crate) backlog: i32,
     pub(crate) shutdown_timeout_ms: u128,
     pub(crate) drain_grace_ms: u128,
+    pub(crate) keepalive_ms: u128,
     pub(crate) heartbeat_ms: u128,
     pub(crate) nofile: String,
 }
@@ -91,6 +92,7 @@ pub(crate) fn spawn(
         .env(ENV_SHUTDOWN_TIMEOUT_MS, env.shutdown_timeout_ms.to_string())
         .env(ENV_PROTOCOL, PROTOCOL_VERSION.to_string())
         .env(ENV_DRAIN_GRACE_MS, env.drain_grace_ms.to_string())
+        .env(ENV_KEEPALIVE_MS, env.keepalive_ms.to_string())
         .env(ENV_HEARTBEAT_MS, env.heartbeat_ms.to_string())
         .env(ENV_NOFILE, &env.nofile);
     // The service manager's variables are the master's alone (socket activation, notify,

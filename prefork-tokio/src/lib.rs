@@ -103,24 +103,29 @@ pub use hyper_util::server::conn::auto::Builder as HttpBuilder;
 /// The error type services may return (hyper's bound).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// The default time a client has to send a request's headers: 30 s (hyper's default once a
+/// timer is set; Puma's `first_data_timeout`; nginx's `client_header_timeout` is 60 s).
+pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The connection builder [`TokioChild::serve`] uses: hyper-util's automatic HTTP/1.1 + HTTP/2
-/// builder on tokio, with hyper's defaults (as `axum::serve`). Tune it and pass it to
-/// [`TokioChild::serve_with`].
-///
-/// No timer is set, so hyper applies no HTTP/1 header read timeout and idle keep-alive
-/// connections stay open until the client closes them or the worker drains. To bound slow or
-/// idle clients, set one (it costs a timer per request):
+/// builder on tokio, with hyper's defaults (as `axum::serve`) plus a timer and an HTTP/1 header
+/// read timeout of [`DEFAULT_HEADER_READ_TIMEOUT`], so a client that trickles its headers (one
+/// byte a second) cannot hold a connection forever. Idle keep-alive connections are closed
+/// after [`Prefork::keepalive_timeout`](prefork_core::Prefork::keepalive_timeout) (75 s) by the
+/// drain machinery. Tune the builder and pass it to [`TokioChild::serve_with`]:
 ///
 /// ```
 /// use std::time::Duration;
-/// use hyper_util::rt::TokioTimer;
 ///
 /// let mut http = prefork_tokio::http_builder();
-/// http.http1()
-///     .timer(TokioTimer::new())
-///     .header_read_timeout(Duration::from_secs(10));
+/// http.http1().header_read_timeout(Duration::from_secs(10));
 /// // child.serve_with(http, make_service).await
 /// ```
 pub fn http_builder() -> HttpBuilder<hyper_util::rt::TokioExecutor> {
-    HttpBuilder::new(hyper_util::rt::TokioExecutor::new())
+    let mut http = HttpBuilder::new(hyper_util::rt::TokioExecutor::new());
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT);
+    http.http2().timer(hyper_util::rt::TokioTimer::new());
+    http
 }

@@ -957,31 +957,40 @@ fn bad_input(ctx: &Ctx) -> Outcome {
         ],
         b"GET / HTTP/9.9\r\n\r\n".to_vec(),
     ];
-    for (i, bytes) in inputs.iter().enumerate() {
-        let Ok(mut c) = TcpStream::connect(s.addr) else {
-            o.check(false, "connect");
-            continue;
-        };
-        // The client keeps its side open: the server must close the connection by itself.
-        let _ = c.write_all(bytes);
-        c.set_read_timeout(Some(Duration::from_secs(75))).ok();
-        let t0 = Instant::now();
-        let mut sink = Vec::new();
-        let closed = match c.read_to_end(&mut sink) {
-            Ok(_) => true,
-            Err(e) => !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-        };
-        o.check(
-            closed,
-            format!("input {i}: connection closed by the server"),
-        );
-        o.note(format!(
-            "input {i} closed after {:.1} s",
-            t0.elapsed().as_secs_f64()
-        ));
+    // All at once: the slowest is bounded by the header read timeout (30 s).
+    let handles: Vec<_> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let addr = s.addr;
+            std::thread::spawn(move || {
+                let Ok(mut c) = TcpStream::connect(addr) else {
+                    return (i, false, 0.0);
+                };
+                // The client keeps its side open: the server must close the connection itself.
+                let _ = c.write_all(&bytes);
+                c.set_read_timeout(Some(Duration::from_secs(75))).ok();
+                let t0 = Instant::now();
+                let mut sink = Vec::new();
+                let closed = match c.read_to_end(&mut sink) {
+                    Ok(_) => true,
+                    Err(e) => !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ),
+                };
+                (i, closed, t0.elapsed().as_secs_f64())
+            })
+        })
+        .collect();
+    for h in handles {
+        if let Ok((i, closed, secs)) = h.join() {
+            o.check(
+                closed,
+                format!("input {i}: connection closed by the server"),
+            );
+            o.note(format!("input {i} closed after {secs:.1} s"));
+        }
     }
     let now: BTreeSet<u32> = children_of(s.pid()).into_iter().collect();
     o.check(now == pids, "no worker restarted");

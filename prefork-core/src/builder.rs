@@ -433,6 +433,11 @@ impl Prefork {
                 tls: self.tls.take(),
             })?;
             let control = child.control();
+            // Every line the worker logs on this thread (the library's and the user's, in a
+            // single-threaded runtime every task's) carries its worker id and pid.
+            let span =
+                tracing::info_span!("worker", id = child.worker_id(), pid = std::process::id());
+            let _entered = span.enter();
             return serve(child).map_err(|e| {
                 if let Some(c) = control.filter(|c| !c.is_ready()) {
                     c.fail_start(&e.to_string());

@@ -121,7 +121,6 @@ pub use error::{BoxError, Error};
 pub use handle::{MasterHandle, Stats, WorkerStats};
 pub use health::{ConnectionGuard, Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL};
 pub use listener::{bind, ListenAddr, Network, DEFAULT_UNIX_MODE};
-pub use policy::RecoverPolicy;
 pub use role::{is_child, worker_id, ENV_CHILD, ENV_WORKER_ID};
 pub use shutdown::{Shutdown, ShutdownReason};
 pub use spawn::SpawnContext;

@@ -14,17 +14,17 @@ use std::time::{Duration, Instant};
 /// in fasthttp; with a window only the exits of the last `window` count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub struct RecoverPolicy {
+pub(crate) struct RecoverPolicy {
     /// Unexpected exits allowed; `None` (the default) means no budget.
-    pub threshold: Option<usize>,
+    pub(crate) threshold: Option<usize>,
     /// Count only the exits within this sliding window; `None` counts them all.
-    pub window: Option<Duration>,
+    pub(crate) window: Option<Duration>,
 }
 
 impl RecoverPolicy {
     /// The effective threshold for `workers` workers: the one set, or fasthttp's
     /// `max(1, workers / 2)`.
-    pub fn threshold_for(&self, workers: usize) -> usize {
+    pub(crate) fn threshold_for(&self, workers: usize) -> usize {
         self.threshold.unwrap_or_else(|| (workers / 2).max(1))
     }
 }

@@ -109,9 +109,23 @@ pub(crate) fn spawn(
     cmd.process_group(0);
 
     let raw: Vec<RawFd> = high.iter().map(|fd| fd.as_raw_fd()).collect();
-    // SAFETY: the closure runs in the forked child before exec and calls only dup2, which is
-    // async-signal-safe; it allocates nothing. `raw` holds descriptors that stay open in the
-    // master until `spawn` returns, so they are valid in the child.
+    // Descriptors the master itself inherited without close-on-exec (from a shell, a test
+    // runner, a supervisor) must not reach the worker: everything from the first free slot up is
+    // marked close-on-exec in the child, except a descriptor the worker is meant to get (the TLS
+    // hand-over, named in its environment).
+    let keep: RawFd = cmd
+        .get_envs()
+        .find(|(k, _)| *k == crate::privilege::ENV_TLS_FD)
+        .and_then(|(_, v)| v?.to_str()?.parse().ok())
+        .unwrap_or(-1);
+    let first_free = FIRST_FD + n;
+    let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft.min(1 << 20) as RawFd)
+        .unwrap_or(1024);
+    // SAFETY: the closure runs in the forked child before exec and calls only dup2, fcntl and
+    // close_range, which are async-signal-safe system calls; it allocates nothing. `raw` holds
+    // descriptors that stay open in the master until `spawn` returns, so they are valid in the
+    // child.
     unsafe {
         cmd.pre_exec(move || {
             for (i, &fd) in raw.iter().enumerate() {
@@ -120,6 +134,7 @@ pub(crate) fn spawn(
                     return Err(io::Error::last_os_error());
                 }
             }
+            mark_cloexec_from(first_free, keep, fd_limit);
             Ok(())
         });
     }
@@ -129,4 +144,44 @@ pub(crate) fn spawn(
     drop(child_end);
     master_end.set_nonblocking(true)?;
     Ok((process, master_end))
+}
+
+/// Marks every descriptor from `first` up close-on-exec, except `keep`. Runs between fork and
+/// exec: only system calls, no allocation. `close_range(CLOSE_RANGE_CLOEXEC)` (Linux 5.11) where
+/// available, else `fcntl` over every number below `limit`.
+fn mark_cloexec_from(first: RawFd, keep: RawFd, limit: RawFd) {
+    let ranges = if keep >= first {
+        [(first, keep - 1), (keep + 1, RawFd::MAX)]
+    } else {
+        [(first, RawFd::MAX), (0, -1)]
+    };
+    for (lo, hi) in ranges {
+        if lo > hi {
+            continue;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    lo as libc::c_uint,
+                    hi as libc::c_uint,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                )
+            };
+            if r == 0 {
+                continue;
+            }
+        }
+        for fd in lo..hi.min(limit.saturating_sub(1)).saturating_add(1) {
+            // SAFETY: F_GETFD/F_SETFD on any number: EBADF for one that is not open.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                }
+            }
+        }
+    }
 }

@@ -85,6 +85,8 @@ fn on_master_death_runs_in_each_worker_when_the_master_is_killed() {
         "the master never got its workers ready (exit: {exited:?})"
     );
     let workers = prefork_testutil::children_of(pid);
+    // Whatever fails below, no worker outlives the test (nor holds its output pipe).
+    let _reap = KillOnDrop(workers.clone());
     master.kill().unwrap();
     master.wait().unwrap();
     // The hook ran in every worker.
@@ -110,10 +112,32 @@ fn producer(
     }
 }
 
+/// SIGKILLs the pids when dropped (a failing assertion included).
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// A master for this test process, bounded: if it has not returned within a minute (a
+/// regression that hangs it), it is stopped at once, so the test fails instead of hanging.
 fn prefork() -> Prefork {
-    Prefork::new("127.0.0.1:0")
+    let prefork = Prefork::new("127.0.0.1:0")
         .workers(2)
-        .shutdown_timeout(Duration::from_secs(10))
+        .shutdown_timeout(Duration::from_secs(10));
+    let handle = prefork.handle();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        handle.stop(false);
+    });
+    prefork
 }
 
 fn assert_gone(pids: &[u32]) {

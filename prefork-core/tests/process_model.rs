@@ -135,6 +135,31 @@ fn stray_prefork_child_is_refused() {
     }
 }
 
+/// Every descriptor a worker holds from 3 up is close-on-exec (`/proc/<pid>/fdinfo` flags):
+/// nothing of the master's, not its control socket, not its listeners, reaches a process the
+/// worker starts.
+#[test]
+fn every_worker_descriptor_is_close_on_exec() {
+    let s = start(&[]);
+    let workers = s.wait_ready();
+    for pid in workers {
+        for (fd, target) in open_fds(pid).into_iter().filter(|(fd, _)| *fd > 2) {
+            let info =
+                std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok());
+            // fdinfo may race with a descriptor that was just closed.
+            let Some(flags) = flags else { continue };
+            assert!(
+                flags & 0o2_000_000 != 0,
+                "worker {pid}: fd {fd} ({target}) is inheritable (flags {flags:o})"
+            );
+        }
+    }
+}
+
 #[test]
 fn workers_inherit_only_stdio_listener_and_control_socket() {
     let s = start(&[]);

@@ -275,6 +275,9 @@ impl Server {
     }
 
     /// Waits for the master to exit.
+    ///
+    /// Once it has exited, also waits (bounded) until the output readers have read everything
+    /// the processes printed, so that [`Server::log`] holds the workers' last lines too.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
         let mut status = None;
@@ -282,6 +285,11 @@ impl Server {
             status = child.try_wait().ok().flatten();
             status.is_some()
         });
+        if status.is_some() {
+            wait_until(Duration::from_secs(5), || {
+                self.readers.iter().all(|r| r.is_finished())
+            });
+        }
         status
     }
 
@@ -620,7 +628,7 @@ pub fn get_tls(addr: SocketAddr, path: &str, ca_pem: &str, alpn: &[&[u8]]) -> io
     })?
 }
 
-/// What the example programs share: the flags of the example contract (DESIGN.md) and the
+/// What the example programs share: the flags of the example contract and the
 /// logging set-up. Examples are allowed dev-dependencies, so they take these from here instead of
 /// repeating them four times.
 pub mod example {
@@ -927,7 +935,7 @@ pub fn server_has_read(server: SocketAddr, client: SocketAddr) -> bool {
     })
 }
 
-/// The end-to-end contract every example program meets (DESIGN.md's example programs, and the
+/// The end-to-end contract every example program meets (the example programs, and the
 /// adapter issues' test lists), as reusable scenarios: each crate's end-to-end tests run them on
 /// its own example, one `#[test]` per scenario, so the contract is written once and a new adapter
 /// gets the whole suite by calling it.
@@ -1276,7 +1284,7 @@ pub mod contract {
 
     /// Proves that a worker's start-up error is the master's error, without a restart loop, for
     /// examples that take `--require-file PATH` (a file each worker reads before it reports
-    /// ready; not part of DESIGN.md's flags): with a missing file, the master exits with status
+    /// ready; a test-only flag): with a missing file, the master exits with status
     /// 1 and the worker's own message (`failed to start: ... cannot read <path>`), only the two
     /// initial workers were ever started, and none was reported ready.
     ///

@@ -2,7 +2,9 @@
 //!
 //! Run with: `cargo run -p prefork-actix --example actix_hello -- --addr 127.0.0.1:8080 --workers 2`
 //!
-//! `GET /` answers `Hello, World!` (after `--sleep-ms`), `GET /pid` the worker's pid. With
+//! `GET /` answers `Hello, World!` (after `--sleep-ms`), `GET /pid` the worker's pid,
+//! `GET /block?ms=N` after blocking the actix worker thread for N ms, `GET /leak?mb=N` after
+//! allocating N MiB it never frees. With
 //! `--cert PATH --key PATH` it serves HTTPS (HTTP/2 by ALPN). `--no-prefork` is actix's own
 //! multi-threaded server with `--workers` threads in one process, the benchmarks' baseline.
 //! SIGTERM (or Ctrl+C) drains and exits 0.
@@ -11,9 +13,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use clap::Parser;
-use prefork_actix::{Config, HttpServerExt as _};
+use prefork_actix::{Config, HttpServerExt as _, PreforkMiddleware};
 use prefork_testutil::example;
 
 /// The example contract's flags (see DESIGN.md), plus two of this example's own.
@@ -83,6 +85,22 @@ fn routes(cfg: &mut web::ServiceConfig, sleep: Duration) {
                 .content_type("text/plain")
                 .body(std::process::id().to_string())
         }),
+    )
+    // A broken handler: blocks the actix worker thread (and so the worker's heartbeat).
+    .route(
+        "/block",
+        web::get().to(|req: HttpRequest| async move {
+            let body = example::block(Some(req.query_string()));
+            HttpResponse::Ok().content_type("text/plain").body(body)
+        }),
+    )
+    // A leaking handler: N MiB allocated, touched and never freed.
+    .route(
+        "/leak",
+        web::get().to(|req: HttpRequest| async move {
+            let body = example::leak(Some(req.query_string()));
+            HttpResponse::Ok().content_type("text/plain").body(body)
+        }),
     );
 }
 
@@ -96,6 +114,9 @@ fn prefork(args: &Args) -> io::Result<()> {
         App::new()
             .data_factory(move || load_required_file(required.clone()))
             .configure(|cfg| routes(cfg, sleep))
+            // Counts requests, ends keep-alive connections at a request boundary when the
+            // worker drains, and runs the heartbeat on each actix worker thread.
+            .wrap(PreforkMiddleware)
     })
     .run_prefork(Config::new(prefork).threads(args.threads))
 }

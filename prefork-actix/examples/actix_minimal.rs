@@ -8,7 +8,7 @@
 
 use actix_web::{web, App, HttpServer};
 use clap::Parser;
-use prefork_actix::{HttpServerExt as _, Prefork};
+use prefork_actix::{HttpServerExt as _, Prefork, PreforkMiddleware};
 use prefork_testutil::example;
 
 #[derive(Parser, Debug)]
@@ -31,6 +31,7 @@ fn main() -> std::io::Result<()> {
                 "/pid",
                 web::get().to(|| async { std::process::id().to_string() }),
             )
+            .wrap(PreforkMiddleware)
     })
     .run_prefork(prefork)
 }

@@ -1,15 +1,18 @@
 //! The extension trait on `actix_web::HttpServer`: supervise in the master, serve in a worker.
 
-use std::{fmt, io, time::Duration};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::{fmt, io};
 
 use actix_http::Request;
 use actix_service::IntoServiceFactory;
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Response, Service, ServiceFactory};
 use actix_web::{Error, HttpServer};
-use prefork_core::Child;
+use prefork_core::{Child, Drain};
 
-use crate::config::Config;
+use crate::config::{Config, OnConnect};
+use crate::middleware::{PreforkConn, WorkerState};
 use crate::worker;
 
 mod private {
@@ -53,12 +56,15 @@ pub trait HttpServerExt: private::Sealed {
     /// - `workers(threads)`: one actix worker thread per process by default;
     /// - `disable_signals()`: prefork's worker side handles SIGTERM/SIGINT and the master's
     ///   death, so signals are not handled twice;
-    /// - `shutdown_timeout`: the prefork shutdown timeout rounded up to whole seconds (actix
-    ///   counts seconds); the master's SIGKILL at the exact timeout stays the hard limit;
+    /// - `on_connect`: gives each connection its drain state (and counts it); a callback of
+    ///   your own goes on [`Config::on_connect`];
+    /// - `listen_uds` on each inherited Unix domain socket (`unix:/path` addresses), plain
+    ///   HTTP/1.1;
     /// - reports ready to the master once actix has started its worker threads (each has built
     ///   its app) and its accept thread;
-    /// - on the worker's shutdown notification calls `ServerHandle::stop(true)`: stop
-    ///   accepting, finish in-flight requests, return `Ok(())`.
+    /// - on the worker's shutdown notification, drains without loss (see the
+    ///   [crate docs](crate#the-loss-free-drain)), bounded by
+    ///   [`Child::drain_timeout`](prefork_core::Child::drain_timeout) exactly.
     ///
     /// Where the calling thread already runs an async runtime (`#[actix_web::main]`,
     /// `#[tokio::main]`), the server runs on a thread of its own (`prefork-actix`) with a new
@@ -66,9 +72,11 @@ pub trait HttpServerExt: private::Sealed {
     /// thread.
     ///
     /// Configure everything else on the `HttpServer` as usual (`keep_alive`,
-    /// `client_request_timeout`, `max_connections`, ...). Do not call `bind`/`listen` (the
-    /// listeners come from the [`Prefork`](prefork_core::Prefork)), nor `workers`,
-    /// `disable_signals`, `shutdown_timeout` or `shutdown_signal`, which this method owns.
+    /// `client_request_timeout`, `max_connections`, ...), and add
+    /// [`PreforkMiddleware`](crate::PreforkMiddleware) to the app. Do not call `bind`/`listen`
+    /// (the listeners come from the [`Prefork`](prefork_core::Prefork)), nor `workers`,
+    /// `disable_signals`, `on_connect` (use [`Config::on_connect`]) or `shutdown_signal`, which
+    /// this method owns; actix's `shutdown_timeout` is not used (prefork's drain timeout is).
     ///
     /// # Errors
     /// - [`InvalidInput`](io::ErrorKind::InvalidInput): `threads` is 0, or the `HttpServer`
@@ -97,7 +105,11 @@ where
     B: MessageBody + 'static,
 {
     fn run_prefork(self, config: impl Into<Config>) -> io::Result<()> {
-        let Config { prefork, threads } = config.into();
+        let Config {
+            prefork,
+            threads,
+            on_connect,
+        } = config.into();
         if threads == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -115,8 +127,19 @@ where
             ));
         }
         prefork.run(|mut child| {
-            let server = attach(self, &mut child, threads)?.run();
-            worker::run(server, &child)
+            let state =
+                WorkerState::install(Drain::for_child(&child), Some(child.heartbeat()), threads);
+            // The descriptors actix's accept thread will own, closed by the drain.
+            let mut listener_fds = Vec::new();
+            let server = attach(
+                self,
+                &mut child,
+                threads,
+                &state,
+                on_connect,
+                &mut listener_fds,
+            )?;
+            worker::run(server.run(), &child, &state, &listener_fds)
         })?;
         Ok(())
     }
@@ -127,6 +150,9 @@ fn attach<F, I, S, B>(
     server: HttpServer<F, I, S, B>,
     child: &mut Child,
     threads: usize,
+    state: &Arc<WorkerState>,
+    user_on_connect: Option<OnConnect>,
+    listener_fds: &mut Vec<RawFd>,
 ) -> io::Result<HttpServer<F, I, S, B>>
 where
     F: Fn() -> I + Send + Clone + 'static,
@@ -146,10 +172,16 @@ where
             "TLS is configured but prefork-actix was built without its `tls` feature",
         ));
     }
+    let drain = state.drain.clone();
     let mut server = server
         .workers(threads)
         .disable_signals()
-        .shutdown_timeout(whole_seconds_up(child.shutdown_timeout()));
+        .on_connect(move |io, data| {
+            data.insert(PreforkConn(drain.connection()));
+            if let Some(user) = &user_on_connect {
+                user(io, data);
+            }
+        });
     #[cfg(feature = "tls")]
     let tls = child.tls_config().map(|config| actix_tls_config(&config));
     #[cfg(feature = "tls")]
@@ -158,6 +190,7 @@ where
     }
     for listener in child.take_listeners() {
         let addr = listener.local_addr()?;
+        listener_fds.push(listener.as_raw_fd());
         #[cfg(feature = "tls")]
         let attached = match &tls {
             Some(config) => server.listen_rustls_0_23(listener, config.clone()),
@@ -167,6 +200,18 @@ where
         let attached = server.listen(listener);
         server = attached
             .map_err(|e| io::Error::new(e.kind(), format!("cannot serve on {addr}: {e}")))?;
+    }
+    // Unix domain sockets (`unix:/path`) serve plain HTTP/1.1.
+    for listener in child.take_unix_listeners() {
+        let path = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            .unwrap_or_else(|| "a unix socket".to_owned());
+        listener_fds.push(listener.as_raw_fd());
+        server = server
+            .listen_uds(listener)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot serve on unix:{path}: {e}")))?;
     }
     tracing::debug!(
         worker = child.worker_id(),
@@ -190,23 +235,9 @@ fn actix_tls_config(
     config
 }
 
-/// actix's shutdown timeout is whole seconds: round up, so actix never cuts a drain shorter than
-/// the prefork budget (the master's SIGKILL enforces the exact one).
-fn whole_seconds_up(timeout: Duration) -> u64 {
-    timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shutdown_timeout_rounds_up_to_whole_seconds() {
-        assert_eq!(whole_seconds_up(Duration::ZERO), 0);
-        assert_eq!(whole_seconds_up(Duration::from_millis(1)), 1);
-        assert_eq!(whole_seconds_up(Duration::from_secs(30)), 30);
-        assert_eq!(whole_seconds_up(Duration::from_millis(1500)), 2);
-    }
 
     #[cfg(feature = "tls")]
     #[test]

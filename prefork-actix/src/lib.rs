@@ -4,12 +4,16 @@
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpServer};
-//! use prefork_actix::{HttpServerExt as _, Prefork};
+//! use prefork_actix::{HttpServerExt as _, Prefork, PreforkMiddleware};
 //!
 //! #[actix_web::main]
 //! async fn main() -> std::io::Result<()> {
-//!     HttpServer::new(|| App::new().route("/", web::get().to(|| async { "Hello, World!" })))
-//!         .run_prefork(Prefork::new("127.0.0.1:8080"))
+//!     HttpServer::new(|| {
+//!         App::new()
+//!             .route("/", web::get().to(|| async { "Hello, World!" }))
+//!             .wrap(PreforkMiddleware)
+//!     })
+//!     .run_prefork(Prefork::new("127.0.0.1:8080"))
 //! }
 //! ```
 //!
@@ -46,9 +50,62 @@
 //! - **Worker:** the `HttpServer` is given the inherited listener(s) with `listen` (or
 //!   `listen_rustls_0_23`), runs **one actix worker thread per process** by default
 //!   ([`Config::threads`]), has actix's signal handling disabled (prefork handles SIGTERM and the
-//!   master's death) and actix's shutdown timeout set from [`Prefork::shutdown_timeout`]. It
-//!   reports ready once actix accepts, and on SIGTERM (or the master's death) it stops through
-//!   `ServerHandle::stop(true)`: stop accepting, finish the requests in flight, exit 0.
+//!   master's death). It reports ready once actix accepts, and on SIGTERM (or the master's
+//!   death) it drains without loss (below) and exits 0.
+//!
+//! # Add `PreforkMiddleware` to the app
+//! actix-web's `HttpServer` keeps its app factory to itself, so the adapter cannot wrap your
+//! app: add [`PreforkMiddleware`] with `.wrap(PreforkMiddleware)` (last, so it sees every
+//! response). It counts requests (the master's stats, `max_requests`), ends keep-alive
+//! connections at a request boundary when the worker drains, and runs the heartbeat on each
+//! actix worker thread. Without it a worker serves, but logs a warning at start, counts no
+//! requests, beats from its control thread (a blocked handler goes unnoticed) and cannot close
+//! busy keep-alive connections before the drain timeout.
+//!
+//! # The loss-free drain
+//! On SIGTERM, a reload, a scale-down or a recycle, a worker:
+//! 1. marks the drain: every HTTP/1 response from then on carries `Connection: close`, so each
+//!    keep-alive connection ends after the response to the request it already sent;
+//! 2. pauses actix's accept thread and closes its copies of the listening sockets at once (the
+//!    other workers keep accepting from the shared queue; on a final stop, new connections are
+//!    refused instead of hanging);
+//! 3. waits until every connection has ended, or for
+//!    [`Child::drain_timeout`](prefork_core::Child::drain_timeout) (the shutdown timeout less a
+//!    margin, so the worker exits before the master's SIGKILL), exactly, not rounded to
+//!    seconds; connections still open then are dropped with the process.
+//!
+//! An idle keep-alive connection is closed by actix's own `keep_alive` timer (5 s by default),
+//! which stands in for [`Prefork::drain_grace`]: a client that sends on it meanwhile is
+//! answered, with `Connection: close`. HTTP/2 connections end when idle the same way (actix has
+//! no GOAWAY hook). actix's own graceful stop (`ServerHandle::stop(true)`) is not used: it drops
+//! connections accepted but not yet handed to a worker thread and closes idle keep-alive
+//! connections at once, under a client that may be sending.
+//!
+//! # Timeouts (on by default)
+//! actix's, set on the `HttpServer` as usual:
+//! - `client_request_timeout` (**5 s**): a new connection must deliver its first request's head
+//!   within it (the header read timeout: slow-header clients are closed; `408` if partly sent);
+//! - `keep_alive` (**5 s**): an idle keep-alive connection is closed after it;
+//! - `client_disconnect_timeout` (**1 s**): how long a closing connection may take to shut down;
+//! - `tls_handshake_timeout`: from [`TlsConfig::handshake_timeout`] (10 s), with `tls`.
+//!
+//! # Health
+//! - **Heartbeat:** [`PreforkMiddleware`] starts a heartbeat task on each actix worker thread as
+//!   the app is built there; with several threads, a beat is sent only when every thread ticked,
+//!   so one blocked thread is enough for the master's watchdog
+//!   ([`Prefork::worker_timeout`]) to replace the worker. actix's accept thread is separate and
+//!   keeps handing connections to a blocked worker thread until then.
+//! - **Counters:** connections via `on_connect`, requests via the middleware, reported with each
+//!   heartbeat.
+//! - **Descriptors:** workers raise their soft `RLIMIT_NOFILE` to the hard limit at start
+//!   ([`Prefork::nofile_limit`]). If `accept` still fails, actix-server logs it itself, as
+//!   `Error accepting connection: Too many open files (os error 24)` at `error` level (target
+//!   `actix_server::accept`), pauses that listener for 500 ms and retries; raise the limit with
+//!   `ulimit -n`, `LimitNOFILE=` or [`Prefork::nofile_limit`].
+//!
+//! # Unix domain sockets
+//! `unix:/path` addresses are served with `HttpServer::listen_uds` (plain HTTP/1.1; TLS is for
+//! TCP listeners).
 //!
 //! # `#[actix_web::main]` or `fn main()`
 //! [`run_prefork`](HttpServerExt::run_prefork) blocks until the server has stopped; it is not a
@@ -77,9 +134,11 @@
 //! the hooks (`on_child_spawn`, `on_master_ready`, `on_child_recover`, `on_master_death`),
 //! `command_producer`, and [`tls`](Prefork::tls). The one actix setting prefork owns, threads per
 //! process, is on [`Config`]:
-//! `.run_prefork(Config::new(prefork).threads(2))`. Everything else actix offers (keep-alive,
-//! timeouts, `max_connections`, ...) is set on the `HttpServer` as usual, except `bind`/`listen`,
-//! `workers`, `disable_signals`, `shutdown_timeout` and `shutdown_signal`, which prefork owns.
+//! `.run_prefork(Config::new(prefork).threads(2))`, as is a connection callback
+//! ([`Config::on_connect`]). Everything else actix offers (keep-alive, timeouts,
+//! `max_connections`, ...) is set on the `HttpServer` as usual, except `bind`/`listen`,
+//! `workers`, `disable_signals`, `on_connect` and `shutdown_signal`, which prefork owns
+//! (actix's `shutdown_timeout` is unused: the drain follows [`Prefork::shutdown_timeout`]).
 //!
 //! # TLS (feature `tls`, on by default)
 //! Set [`Prefork::tls`]; the master loads and validates the certificate and key before it starts
@@ -118,10 +177,12 @@
 
 mod config;
 mod ext;
+mod middleware;
 mod worker;
 
 pub use config::{Config, DEFAULT_THREADS};
 pub use ext::HttpServerExt;
+pub use middleware::{PreforkFuture, PreforkMiddleware, PreforkService};
 
 /// The process model this crate builds on (the same version), for its other types.
 pub use prefork_core;

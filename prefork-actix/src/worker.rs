@@ -1,26 +1,41 @@
 //! The worker side: run a configured actix `Server` on an actix `System`, report ready once it
-//! accepts, and stop it gracefully on the worker's shutdown notification.
+//! accepts, and drain it without loss on the worker's shutdown notification.
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::Pin;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::{pin, Pin};
+use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use prefork_core::Child;
 
+use crate::middleware::WorkerState;
+
+/// How long the drain lets actix's accept thread act on `pause` before this worker's listener
+/// copies are closed under it (it acts within microseconds; this only has to cover a busy
+/// thread).
+const PAUSE_SETTLE: Duration = Duration::from_millis(20);
+
 /// Runs `server` until it has stopped: on this thread if it runs no async runtime, else on a
 /// thread of its own (a runtime cannot be started inside another).
-pub(crate) fn run(server: Server, child: &Child) -> io::Result<()> {
+pub(crate) fn run(
+    server: Server,
+    child: &Child,
+    state: &Arc<WorkerState>,
+    listener_fds: &[RawFd],
+) -> io::Result<()> {
     if tokio::runtime::Handle::try_current().is_err() {
-        return run_here(server, child);
+        return run_here(server, child, state, listener_fds);
     }
     // Inside `#[actix_web::main]` (or `#[tokio::main]`): this thread is busy running the caller's
     // runtime, blocked in this call; the server gets its own thread and System.
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("prefork-actix".to_owned())
-            .spawn_scoped(scope, || run_here(server, child))
+            .spawn_scoped(scope, || run_here(server, child, state, listener_fds))
             .map_err(|e| io::Error::new(e.kind(), format!("starting the server thread: {e}")))?;
         thread
             .join()
@@ -28,45 +43,156 @@ pub(crate) fn run(server: Server, child: &Child) -> io::Result<()> {
     })
 }
 
-fn run_here(server: Server, child: &Child) -> io::Result<()> {
+fn run_here(
+    server: Server,
+    child: &Child,
+    state: &Arc<WorkerState>,
+    listener_fds: &[RawFd],
+) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| io::Error::new(e.kind(), format!("starting the async runtime: {e}")))?;
-    actix_rt::System::with_tokio_rt(|| runtime).block_on(drive(server, child))
+    actix_rt::System::with_tokio_rt(|| runtime).block_on(drive(server, child, state, listener_fds))
 }
 
-/// Polls the server; reports ready after its first poll (when actix has started its worker
-/// threads, each with its app built, and its accept thread) and asks it to stop gracefully once
-/// the worker's shutdown notification completes.
-async fn drive(mut server: Server, child: &Child) -> io::Result<()> {
-    let handle = server.handle();
-    let mut shutdown = child.shutdown();
-    let mut ready = false;
-    let mut stopping = false;
-    poll_fn(move |cx| {
-        // The first poll starts the server, blocking until every actix worker has built its app;
-        // a start-up failure (an app factory that failed or panicked) ends the future here.
-        if let Poll::Ready(result) = Pin::new(&mut server).poll(cx) {
-            return Poll::Ready(result);
+/// Polls `fut` and the server together: `Err` with the server's result if it ended first.
+async fn alongside<F: Future>(server: &mut Server, fut: F) -> Result<F::Output, io::Result<()>> {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
         }
-        if !ready {
-            ready = true;
-            if let Err(e) = child.ready() {
-                // The master is gone: the shutdown notification completes as well.
-                tracing::warn!(error = %e, "cannot report ready to the master");
-            }
-        }
-        if !stopping {
-            if let Poll::Ready(reason) = Pin::new(&mut shutdown).poll(cx) {
-                stopping = true;
-                tracing::debug!(?reason, "stopping the actix server gracefully");
-                // `stop` queues the command at once; the server (woken by it) stops accepting,
-                // drains within its shutdown timeout, and then completes.
-                drop(handle.stop(true));
-            }
+        if let Poll::Ready(result) = Pin::new(&mut *server).poll(cx) {
+            return Poll::Ready(Err(result));
         }
         Poll::Pending
     })
     .await
+}
+
+/// Starts the server, reports ready, serves until the worker's shutdown notification, then
+/// drains:
+/// 1. the drain flag is set (every HTTP/1 response from now carries `Connection: close`);
+/// 2. actix's accept thread is paused and this worker's listener copies are closed at once (in
+///    the shared-socket mode the other workers keep accepting from the queue; on a final stop,
+///    with every copy closed, new connections are refused instead of hanging);
+/// 3. the connections end at their request boundaries (busy keep-alive ones after their next
+///    response, idle ones by actix's `keep_alive` timer), until none is open or
+///    [`Child::drain_timeout`] has passed since the notification, exactly;
+/// 4. the server is dropped, which stops actix's threads at once.
+///
+/// actix's own graceful stop (`ServerHandle::stop(true)`) is not used: it drops connections
+/// accepted but not yet handed to a worker thread, closes idle keep-alive connections under a
+/// client that may be sending, and counts its timeout in whole seconds.
+async fn drive(
+    mut server: Server,
+    child: &Child,
+    state: &Arc<WorkerState>,
+    listener_fds: &[RawFd],
+) -> io::Result<()> {
+    let handle = server.handle();
+    // The first poll starts the server, blocking until every actix worker has built its app;
+    // a start-up failure (an app factory that failed or panicked) ends the future here.
+    if let Poll::Ready(result) = poll_fn(|cx| Poll::Ready(Pin::new(&mut server).poll(cx))).await {
+        return result;
+    }
+    let fallback_heartbeat = fallback_heartbeat(child, state);
+    if let Err(e) = child.ready() {
+        // The master is gone: the shutdown notification completes as well.
+        tracing::warn!(error = %e, "cannot report ready to the master");
+    }
+
+    let reason = match alongside(&mut server, child.shutdown()).await {
+        Ok(reason) => reason,
+        Err(result) => return result,
+    };
+    let now = actix_rt::time::Instant::now();
+    let deadline = now
+        .checked_add(child.drain_timeout())
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+    let drain = &state.drain;
+    drain.start();
+    tracing::debug!(?reason, open = drain.open(), "draining");
+    let paused = alongside(&mut server, async {
+        handle.pause().await;
+        actix_rt::time::sleep(PAUSE_SETTLE).await;
+    })
+    .await;
+    if let Err(result) = paused {
+        return result;
+    }
+    close_listener_copies(listener_fds);
+    let closed = alongside(
+        &mut server,
+        tokio::time::timeout_at(deadline, drain.closed()),
+    )
+    .await;
+    match closed {
+        Err(result) => return result,
+        Ok(Err(_elapsed)) => tracing::warn!(
+            timeout_ms = child.drain_timeout().as_millis() as u64,
+            open = drain.open(),
+            "drain did not finish within the shutdown timeout; closing the remaining connections"
+        ),
+        Ok(Ok(())) => tracing::debug!("drained"),
+    }
+    if let Some(task) = fallback_heartbeat {
+        task.abort();
+    }
+    // Stops the accept thread and the worker threads without waiting for them.
+    drop(server);
+    Ok(())
+}
+
+/// Without [`PreforkMiddleware`](crate::PreforkMiddleware) in the app no actix worker thread
+/// runs the heartbeat: beat from this (the server's control) thread instead, so the watchdog does
+/// not kill a healthy worker, and say what is lost.
+fn fallback_heartbeat(
+    child: &Child,
+    state: &Arc<WorkerState>,
+) -> Option<actix_rt::task::JoinHandle<()>> {
+    if state.beating_threads() > 0 || !child.has_master() {
+        return None;
+    }
+    tracing::warn!(
+        worker = child.worker_id(),
+        "the app has no prefork_actix::PreforkMiddleware (add `.wrap(PreforkMiddleware)`): \
+         requests are not counted, a blocked handler is not noticed by the heartbeat watchdog, \
+         and busy keep-alive connections are not closed at a request boundary when the worker \
+         drains"
+    );
+    let heartbeat = child.heartbeat();
+    Some(actix_rt::spawn(async move {
+        let mut tick = actix_rt::time::interval(heartbeat.interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            heartbeat.beat();
+        }
+    }))
+}
+
+/// Closes this process's copies of the listening sockets while actix's accept thread, paused,
+/// leaves them alone: each descriptor is atomically replaced by one on `/dev/null`, so the
+/// listening socket's reference is dropped now and the accept thread closes only `/dev/null`
+/// when it stops.
+fn close_listener_copies(fds: &[RawFd]) {
+    let devnull = match std::fs::File::open("/dev/null") {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open /dev/null; the listeners close at exit");
+            return;
+        }
+    };
+    for &fd in fds {
+        // SAFETY: `fd` is a listener descriptor owned by actix's accept thread, which is paused
+        // (it neither polls nor accepts on it) and closes it only when the server is dropped;
+        // `dup3` replaces it atomically, so that number stays open (on /dev/null) until then.
+        let r = unsafe { libc::dup3(devnull.as_raw_fd(), fd, libc::O_CLOEXEC) };
+        if r < 0 {
+            tracing::warn!(fd, error = %io::Error::last_os_error(), "closing a listener copy");
+        }
+    }
+    tracing::debug!(listeners = fds.len(), "listener copies closed");
 }

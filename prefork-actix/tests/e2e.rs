@@ -7,10 +7,13 @@
 //! thread); `actix_minimal` from a plain `fn main()` (a worker serves on its main thread).
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use prefork_testutil::{
-    assert_all_gone, contract, get, wait_for_distinct_pids, Server, Sig, DEADLINE,
+    alive, assert_all_gone, contract, get, ops, wait_for_distinct_pids, wait_until, Server, Sig,
+    DEADLINE,
 };
 
 /// actix-web's `HttpServer::listen` speaks HTTP/1.1 only on plain TCP (h2c would need
@@ -157,4 +160,83 @@ fn plain_fn_main_serves_on_the_main_thread_and_stops() {
     let status = s.wait_exit(DEADLINE).expect("master exits");
     assert!(status.success(), "{status:?}; log:\n{}", s.log());
     assert_all_gone(ready, &s.log());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loss-free drain, the heartbeat watchdog and Unix sockets, through PreforkMiddleware.
+
+#[test]
+fn drain_under_load_loses_nothing() {
+    contract::drain_under_load_loses_nothing(&hello(), &[]);
+}
+
+#[test]
+fn reloads_under_load_lose_nothing() {
+    ops::reloads_under_load_lose_nothing(&hello(), &[]);
+}
+
+#[test]
+fn scaling_under_load_loses_nothing() {
+    ops::scaling_under_load_loses_nothing(&hello(), &[]);
+}
+
+#[test]
+fn a_handler_that_blocks_the_worker_thread_stops_its_heartbeat_and_it_is_replaced() {
+    let s = contract::start(&hello(), &["--worker-timeout", "2"]);
+    let workers: BTreeSet<u32> = s.wait_ready().into_iter().collect();
+    assert_eq!(wait_for_distinct_pids(s.addr, 2), workers, "{}", s.log());
+    // A connection to one worker (whichever accepts it), then the blocking request on it.
+    let mut conn = std::net::TcpStream::connect(s.addr).unwrap();
+    let victim: u32 = prefork_testutil::raw_get(&mut conn, "/pid")
+        .parse()
+        .unwrap();
+    assert!(workers.contains(&victim));
+    write!(conn, "GET /block?ms=60000 HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    let blocked_at = Instant::now();
+    // The other worker keeps answering meanwhile.
+    let other = *workers.iter().find(|&&p| p != victim).unwrap();
+    assert!(
+        wait_until(DEADLINE, || !alive(victim)),
+        "the blocked worker was not replaced; log:\n{}",
+        s.log()
+    );
+    let replaced_after = blocked_at.elapsed();
+    assert!(
+        replaced_after < Duration::from_secs(5) + Duration::from_millis(500),
+        "replaced after {replaced_after:?}; log:\n{}",
+        s.log()
+    );
+    assert!(
+        s.log().contains("stopped sending heartbeats"),
+        "the master says why: {}",
+        s.log()
+    );
+    let pids = prefork_testutil::pids_answering(s.addr, 20);
+    assert!(pids.contains(&other), "{pids:?}");
+    assert!(!pids.contains(&victim), "{pids:?}");
+    // The replacement becomes ready and serves too.
+    let now = wait_for_distinct_pids(s.addr, 2);
+    assert!(now.contains(&other) && !now.contains(&victim), "{now:?}");
+}
+
+#[test]
+fn serves_on_a_unix_socket() {
+    let dir = prefork_testutil::temp_dir("actix-unix");
+    let path = dir.join("hello.sock");
+    let addr = format!("unix:{}", path.display());
+    let mut s = Server::start_ready(&hello(), &["--addr", addr.as_str(), "--workers", "2"], &[]);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.ends_with("Hello, World!"), "{answer:?}");
+    s.signal(Sig::SIGTERM);
+    let status = s.wait_exit(DEADLINE).expect("master exits");
+    assert!(status.success(), "{status:?}; log:\n{}", s.log());
 }

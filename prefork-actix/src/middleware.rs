@@ -1,0 +1,316 @@
+//! The worker's side of prefork inside the actix app: the middleware that counts requests, ends
+//! keep-alive connections at a request boundary once the drain has started, and runs the
+//! heartbeat on each actix worker thread.
+//!
+//! actix-web's `HttpServer` keeps its app factory private, so the adapter cannot wrap the app
+//! itself: the user adds [`PreforkMiddleware`] with `App::wrap`. What the adapter can do on the
+//! `HttpServer` it does there: `on_connect` gives every connection its
+//! [`DrainConn`](prefork_core::DrainConn) (open connections are counted with or without the
+//! middleware).
+
+use std::cell::Cell;
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use actix_http::ConnectionType;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::Version;
+use prefork_core::{Drain, DrainConn, Heartbeat};
+
+/// One connection's drain state, stored in actix's connection data by `on_connect`.
+pub(crate) struct PreforkConn(pub(crate) DrainConn);
+
+/// The worker process's state the middleware reads (one per process, set by
+/// [`run_prefork`](crate::HttpServerExt::run_prefork) before the app is built).
+#[derive(Debug)]
+pub(crate) struct WorkerState {
+    pub(crate) drain: Drain,
+    heartbeat: Option<Heartbeat>,
+    pulse: Pulse,
+}
+
+static CURRENT: Mutex<Option<Arc<WorkerState>>> = Mutex::new(None);
+
+thread_local! {
+    /// The worker state whose heartbeat task this thread runs (its address), if any.
+    static BEATING_FOR: Cell<usize> = const { Cell::new(0) };
+}
+
+impl WorkerState {
+    /// Installs the state of this worker process, for every app the middleware wraps from now.
+    pub(crate) fn install(
+        drain: Drain,
+        heartbeat: Option<Heartbeat>,
+        threads: usize,
+    ) -> Arc<WorkerState> {
+        let state = Arc::new(WorkerState {
+            drain,
+            heartbeat,
+            pulse: Pulse::new(threads),
+        });
+        *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.clone());
+        state
+    }
+
+    fn current() -> Option<Arc<WorkerState>> {
+        CURRENT.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// actix worker threads that run the heartbeat task (each registered as its app was built).
+    pub(crate) fn beating_threads(&self) -> usize {
+        self.pulse.registered()
+    }
+
+    /// Starts this thread's heartbeat task, once per thread, on the actix arbiter building the
+    /// app: a handler that blocks this thread stops it.
+    fn start_beating_here(self: &Arc<Self>) {
+        let Some(heartbeat) = self.heartbeat.clone() else {
+            return;
+        };
+        let me = Arc::as_ptr(self) as usize;
+        if BEATING_FOR.with(|b| b.replace(me)) == me {
+            return;
+        }
+        let Some(slot) = self.pulse.register() else {
+            return;
+        };
+        let state = self.clone();
+        actix_rt::spawn(async move {
+            let mut tick = actix_rt::time::interval(heartbeat.interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut seen = Vec::new();
+            loop {
+                tick.tick().await;
+                state.pulse.tick(slot);
+                // The first thread speaks for all: a beat only if every thread ticked since the
+                // last one, so one blocked thread of several stops the beats too.
+                if slot == 0 && state.pulse.all_ticked_since(&mut seen) {
+                    heartbeat.beat();
+                }
+            }
+        });
+    }
+}
+
+/// One tick counter per actix worker thread.
+#[derive(Debug)]
+struct Pulse {
+    next: AtomicUsize,
+    ticks: Vec<AtomicU64>,
+}
+
+impl Pulse {
+    fn new(threads: usize) -> Pulse {
+        Pulse {
+            next: AtomicUsize::new(0),
+            ticks: (0..threads.max(1)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn register(&self) -> Option<usize> {
+        let slot = self.next.fetch_add(1, Ordering::AcqRel);
+        (slot < self.ticks.len()).then_some(slot)
+    }
+
+    fn registered(&self) -> usize {
+        self.next.load(Ordering::Acquire).min(self.ticks.len())
+    }
+
+    fn tick(&self, slot: usize) {
+        self.ticks[slot].fetch_add(1, Ordering::Release);
+    }
+
+    /// Whether every registered thread ticked since `seen` (updated when so).
+    fn all_ticked_since(&self, seen: &mut Vec<u64>) -> bool {
+        let now: Vec<u64> = self.ticks[..self.registered()]
+            .iter()
+            .map(|t| t.load(Ordering::Acquire))
+            .collect();
+        seen.resize(now.len(), 0);
+        if now.iter().zip(seen.iter()).all(|(n, s)| n != s) {
+            *seen = now;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The prefork middleware: **add it to the app** of an `HttpServer` you run with
+/// [`run_prefork`](crate::HttpServerExt::run_prefork), with `App::wrap` (outermost, i.e. the
+/// last `wrap` call, so that it sees every response):
+///
+/// ```no_run
+/// use actix_web::{web, App, HttpServer};
+/// use prefork_actix::{HttpServerExt as _, Prefork, PreforkMiddleware};
+///
+/// fn main() -> std::io::Result<()> {
+///     HttpServer::new(|| {
+///         App::new()
+///             .route("/", web::get().to(|| async { "Hello, World!" }))
+///             .wrap(PreforkMiddleware)
+///     })
+///     .run_prefork(Prefork::new("127.0.0.1:8080"))
+/// }
+/// ```
+///
+/// In each worker process it
+/// - **counts every request** (the master's stats and `max_requests` recycling read the count);
+/// - once the worker drains, gives every HTTP/1 response `Connection: close`, so each keep-alive
+///   connection ends **at a request boundary** (the loss-free drain);
+/// - runs the worker's **heartbeat** on each actix worker thread, as the app is built there: a
+///   handler that blocks the thread stops the heartbeat, and the master's watchdog
+///   ([`Prefork::worker_timeout`](prefork_core::Prefork::worker_timeout)) replaces the worker.
+///
+/// Without it, a worker still serves, counts connections and drains, but logs a warning at
+/// start: requests are not counted, the heartbeat comes from the server's control thread (a
+/// blocked handler is not noticed) and keep-alive connections that stay busy are only closed at
+/// the drain timeout. Outside a prefork worker (unit tests with `actix_web::test`, a
+/// single-process mode) it does nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PreforkMiddleware;
+
+impl<S, B> Transform<S, ServiceRequest> for PreforkMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = PreforkService<S>;
+    type InitError = ();
+    type Future = Ready<Result<PreforkService<S>, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        let state = WorkerState::current();
+        if let Some(state) = &state {
+            state.start_beating_here();
+        }
+        ready(Ok(PreforkService {
+            inner: service,
+            state,
+        }))
+    }
+}
+
+/// The service [`PreforkMiddleware`] wraps around the app.
+#[derive(Debug)]
+pub struct PreforkService<S> {
+    inner: S,
+    state: Option<Arc<WorkerState>>,
+}
+
+impl<S, B> Service<ServiceRequest> for PreforkService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = PreforkFuture<S::Future>;
+
+    actix_service::forward_ready!(inner);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let http1 = req.version() < Version::HTTP_2;
+        let tracked = match &self.state {
+            None => Tracked::None,
+            Some(state) => match req.request().conn_data::<PreforkConn>() {
+                Some(conn) => {
+                    conn.0.request_started(!http1);
+                    Tracked::Conn(conn.0.clone())
+                }
+                None => {
+                    state.drain.counters().request();
+                    Tracked::Drain(state.drain.clone())
+                }
+            },
+        };
+        PreforkFuture {
+            inner: self.inner.call(req),
+            tracked,
+            http1,
+        }
+    }
+}
+
+enum Tracked {
+    None,
+    /// The request's connection (`on_connect` ran for it).
+    Conn(DrainConn),
+    /// No connection data (a connection `on_connect` did not see): the worker's drain only.
+    Drain(Drain),
+}
+
+impl Tracked {
+    /// Records that the response is ready; whether it must close its connection.
+    fn response_ready(&mut self) -> bool {
+        match std::mem::replace(self, Tracked::None) {
+            Tracked::None => false,
+            Tracked::Conn(conn) => conn.response_ready(),
+            Tracked::Drain(drain) => drain.is_draining(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response on its way through [`PreforkService`].
+    pub struct PreforkFuture<F> {
+        #[pin]
+        inner: F,
+        tracked: Tracked,
+        http1: bool,
+    }
+
+    impl<F> PinnedDrop for PreforkFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // A request whose future was dropped (the client went away) is no longer in flight.
+            let _ = this.project().tracked.response_ready();
+        }
+    }
+}
+
+impl<F, B> Future for PreforkFuture<F>
+where
+    F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut out = match this.inner.poll(cx) {
+            Poll::Ready(out) => out,
+            Poll::Pending => return Poll::Pending,
+        };
+        if this.tracked.response_ready() && *this.http1 {
+            if let Ok(res) = &mut out {
+                res.response_mut()
+                    .head_mut()
+                    .set_connection_type(ConnectionType::Close);
+            }
+        }
+        Poll::Ready(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_beat_needs_every_thread() {
+        let pulse = Pulse::new(2);
+        let (a, b) = (pulse.register().unwrap(), pulse.register().unwrap());
+        assert_eq!(pulse.register(), None);
+        let mut seen = Vec::new();
+        pulse.tick(a);
+        assert!(!pulse.all_ticked_since(&mut seen), "b did not tick");
+        pulse.tick(b);
+        assert!(pulse.all_ticked_since(&mut seen));
+        pulse.tick(a);
+        assert!(!pulse.all_ticked_since(&mut seen), "b is blocked");
+        pulse.tick(b);
+        assert!(pulse.all_ticked_since(&mut seen));
+    }
+}

@@ -292,8 +292,8 @@ pub(crate) fn run(mut args: BenchArgs) -> Result<()> {
             "## Process model (medians of {} trials, {} workers)\n",
             args.trials, args.workers
         )?;
-        writeln!(md, "| server | start-up ms | respawn ms | graceful stop ms | master RSS MiB | master PSS MiB | master private MiB | worker PSS MiB |")?;
-        writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+        writeln!(md, "| server | start-up ms | respawn ms | reload ms | graceful stop ms | master RSS MiB | master PSS MiB | master private MiB | worker PSS MiB |")?;
+        writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
         for a in &args.adapters {
             let p = process::costs(a.name(), &a.bin(), args.workers, args.trials);
             eprintln!("{}", p.row());

@@ -15,6 +15,8 @@ pub(crate) struct ProcessCosts {
     pub(crate) server: String,
     pub(crate) startup_ms: f64,
     pub(crate) respawn_ms: f64,
+    /// SIGHUP to `reload complete`: every worker replaced by a new one that reported ready.
+    pub(crate) reload_ms: f64,
     pub(crate) stop_ms: f64,
     pub(crate) master_rss_mb: f64,
     pub(crate) master_pss_mb: f64,
@@ -25,10 +27,11 @@ pub(crate) struct ProcessCosts {
 impl ProcessCosts {
     pub(crate) fn row(&self) -> String {
         format!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
             self.server,
             self.startup_ms,
             self.respawn_ms,
+            self.reload_ms,
             self.stop_ms,
             self.master_rss_mb,
             self.master_pss_mb,
@@ -39,10 +42,12 @@ impl ProcessCosts {
 }
 
 /// Start-up (launch to every worker ready), respawn (SIGKILL of a worker to its replacement's
-/// ready), graceful stop of idle workers, and idle memory: medians over `trials` runs.
+/// ready), rolling reload (SIGHUP to `reload complete`), graceful stop of idle workers, and idle
+/// memory: medians over `trials` runs.
 pub(crate) fn costs(server: &str, bin: &Path, workers: usize, trials: usize) -> ProcessCosts {
     let mut startup = Vec::new();
     let mut respawn = Vec::new();
+    let mut reload = Vec::new();
     let mut stop = Vec::new();
     let mut rss = Vec::new();
     let mut master_pss = Vec::new();
@@ -75,6 +80,13 @@ pub(crate) fn costs(server: &str, bin: &Path, workers: usize, trials: usize) -> 
                 respawn.push(t.elapsed().as_secs_f64() * 1000.0);
             }
         }
+        // Rolling reload of every (idle) worker.
+        let done = s.log().matches("reload complete").count();
+        let t = Instant::now();
+        s.signal(Sig::SIGHUP);
+        if s.wait_log("reload complete", done + 1) {
+            reload.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
         let t = Instant::now();
         s.signal(Sig::SIGTERM);
         if s.wait_exit(Duration::from_secs(30)).is_some() {
@@ -86,6 +98,7 @@ pub(crate) fn costs(server: &str, bin: &Path, workers: usize, trials: usize) -> 
         server: server.to_owned(),
         startup_ms: med(startup),
         respawn_ms: med(respawn),
+        reload_ms: med(reload),
         stop_ms: med(stop),
         master_rss_mb: med(rss),
         master_pss_mb: med(master_pss),

@@ -1,0 +1,617 @@
+//! The end-to-end contract every example program meets (the example programs, and the
+//! adapter issues' test lists), as reusable scenarios: each crate's end-to-end tests run them on
+//! its own example, one `#[test]` per scenario, so the contract is written once and a new adapter
+//! gets the whole suite by calling it.
+//!
+//! Every scenario runs the real example binary (a master with 2 workers on a free port of
+//! 127.0.0.1, unless it is about `--no-prefork`) and talks to it with real clients. Parameters
+//! say only what legitimately differs between adapters: extra flags, whether HTTP/2 is spoken on
+//! plain TCP (h2c) or chosen by ALPN over TLS. Error messages are expected to start with the
+//! program's name (`hyper_hello: ...`), as the examples print them.
+//!
+//! A scenario that ends with the server still running returns it ([`serves_from_every_worker`](contract::serves_from_every_worker),
+//! [`no_prefork_serves`](contract::no_prefork_serves), [`tls_serves_and_survives_bad_handshakes`](contract::tls_serves_and_survives_bad_handshakes)) so that a crate can check
+//! its own details (threads, say) on the same processes; the scenario that stops it takes it
+//! ([`replaces_a_killed_worker_and_dies_with_the_master`](contract::replaces_a_killed_worker_and_dies_with_the_master), [`no_prefork_drains_a_slow_request`](contract::no_prefork_drains_a_slow_request)).
+//! Dropping a [`Server`] kills what is left of it.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+
+use super::*;
+
+/// Starts `bin` as a master with 2 workers on a free port of 127.0.0.1, with `extra` flags,
+/// and waits until it reports its address (not until the workers are ready: see
+/// [`Server::wait_ready`]).
+pub fn start(bin: &Path, extra: &[&str]) -> Server {
+    let mut args = vec!["--addr", "127.0.0.1:0", "--workers", "2"];
+    args.extend_from_slice(extra);
+    Server::start(&bin.to_path_buf(), &args)
+}
+
+/// Checks the example contract's answer to `GET /`: `200`, `content-type: text/plain`, body
+/// `Hello, World!`.
+pub fn assert_hello(r: &Response) {
+    assert_eq!((r.status, r.body.as_str()), (200, "Hello, World!"), "{r:?}");
+    assert_eq!(r.content_type.as_deref(), Some("text/plain"), "{r:?}");
+}
+
+/// The program's name (the binary's file name), which starts its error messages.
+fn program_name(bin: &Path) -> String {
+    bin.file_name()
+        .expect("a binary's path")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn kill_pid(pid: u32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid as i32), sig);
+}
+
+/// Proves the prefork model serves and survives: [`serves_from_every_worker`], then
+/// [`replaces_a_killed_worker_and_dies_with_the_master`], on one server started with
+/// `extra` flags. `h2c`: the example also speaks HTTP/2 with prior knowledge on plain TCP.
+pub fn serves_respawns_and_dies_with_the_master(bin: &Path, extra: &[&str], h2c: bool) {
+    let s = serves_from_every_worker(bin, extra, h2c);
+    replaces_a_killed_worker_and_dies_with_the_master(s);
+}
+
+/// Proves that every worker serves the example contract, on a master started with `extra`
+/// flags: the two pids the master reported ready are exactly the pids answering `/pid`
+/// across concurrent connections; `/` says hello over HTTP/1.1 with `text/plain`; an unknown
+/// path is `404`; keep-alive requests on one connection all stay on one worker; with `h2c`,
+/// HTTP/2 with prior knowledge says hello too.
+///
+/// Returns the server, still running, for the caller's own checks (its workers are
+/// [`Server::wait_ready`]) and for [`replaces_a_killed_worker_and_dies_with_the_master`].
+pub fn serves_from_every_worker(bin: &Path, extra: &[&str], h2c: bool) -> Server {
+    let s = start(bin, extra);
+    let ready: BTreeSet<u32> = s.wait_ready().into_iter().collect();
+    assert_eq!(ready.len(), 2, "{}", s.log());
+    assert_eq!(
+        wait_for_distinct_pids(s.addr, 2),
+        ready,
+        "the pids answering /pid are the ready workers; log:\n{}",
+        s.log()
+    );
+
+    let r = get(s.addr, "/").unwrap();
+    assert_hello(&r);
+    assert_eq!(r.version, hyper::Version::HTTP_11);
+    assert_eq!(get(s.addr, "/nope").unwrap().status, 404);
+
+    let mut conn = Http1::connect(s.addr).unwrap();
+    let first = conn.get("/pid").unwrap().body;
+    assert!(
+        ready.contains(&first.parse().unwrap_or(0)),
+        "/pid answered {first:?}"
+    );
+    for _ in 0..5 {
+        let r = conn.get("/pid").unwrap();
+        assert_eq!(
+            (r.status, &r.body),
+            (200, &first),
+            "keep-alive stays on one worker"
+        );
+        assert_hello(&conn.get("/").unwrap());
+    }
+
+    if h2c {
+        let r = get_h2c(s.addr, "/").unwrap();
+        assert_eq!(r.version, hyper::Version::HTTP_2);
+        assert_hello(&r);
+    }
+    s
+}
+
+/// Proves supervision and master-death handling on a running server (from
+/// [`serves_from_every_worker`]): a worker killed with SIGKILL is logged as an unexpected
+/// exit naming the signal, reaped (not even a zombie is left), and replaced under the same
+/// worker id by a new process; the replacement and the survivor are then exactly the pids
+/// answering, and `/` says hello. SIGKILL of the master then takes every worker down.
+pub fn replaces_a_killed_worker_and_dies_with_the_master(mut s: Server) {
+    let ready: BTreeSet<u32> = s.wait_ready().into_iter().collect();
+    let victim = *ready.iter().next().unwrap();
+    let log = s.log();
+    let id = log
+        .lines()
+        .find(|l| l.contains("worker started") && field(l, "pid") == Some(&victim.to_string()))
+        .and_then(|l| field(l, "worker"))
+        .expect("the victim's start line")
+        .to_owned();
+    kill_pid(victim, Signal::SIGKILL);
+    assert!(
+        s.wait_log("worker started", 3),
+        "no respawn; log:\n{}",
+        s.log()
+    );
+    let log = s.log();
+    assert!(log.contains("worker exited unexpectedly"), "{log}");
+    assert!(log.contains("SIGKILL"), "the exit names the signal:\n{log}");
+    let respawn = log
+        .lines()
+        .filter(|l| l.contains("worker started"))
+        .nth(2)
+        .unwrap();
+    assert_eq!(
+        field(respawn, "worker"),
+        Some(id.as_str()),
+        "same worker id:\n{log}"
+    );
+    let new_pid: u32 = field(respawn, "pid").unwrap().parse().unwrap();
+    assert!(!ready.contains(&new_pid), "{log}");
+    assert_all_gone([victim], &log);
+    let mut expected = ready.clone();
+    expected.remove(&victim);
+    expected.insert(new_pid);
+    assert_eq!(wait_for_distinct_pids(s.addr, 2), expected, "{}", s.log());
+    assert_hello(&get(s.addr, "/").unwrap());
+
+    s.signal(Signal::SIGKILL);
+    s.wait_exit(DEADLINE).expect("the master dies");
+    for pid in expected {
+        assert!(
+            wait_until(DEADLINE, || !alive(pid)),
+            "worker {pid} outlived its master; log:\n{}",
+            s.log()
+        );
+    }
+}
+
+/// Sends SIGTERM to `s` while a slow `GET /` (the server runs with `--sleep-ms` of a second or
+/// more) is in flight, and checks that the request completes with the hello answer.
+fn sigterm_during_a_slow_request(s: &Server) {
+    let mut conn = TcpStream::connect(s.addr).unwrap();
+    // A worker has accepted the connection (it answers on it)...
+    raw_get(&mut conn, "/pid");
+    write!(conn, "GET / HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    // ...and has read the slow request from it.
+    let client = conn.local_addr().unwrap();
+    assert!(
+        wait_until(DEADLINE, || server_has_read(s.addr, client)),
+        "the server never read the request; log:\n{}",
+        s.log()
+    );
+    s.signal(Signal::SIGTERM);
+    assert_eq!(
+        read_response(&mut conn),
+        "Hello, World!",
+        "the in-flight request completes"
+    );
+}
+
+/// Proves the graceful stop: SIGTERM to the master while a slow request (`--sleep-ms 1500`)
+/// is in flight lets it complete with the hello answer; an idle keep-alive connection is
+/// closed by the server rather than waited for (the shutdown timeout is set past
+/// [`DEADLINE`], so waiting for it would fail the test); every worker exits 0, the master
+/// exits 0, and no process is left. `extra` selects the listener mode (`--reuseport`).
+pub fn sigterm_drains_a_slow_request(bin: &Path, extra: &[&str]) {
+    let mut args = vec!["--sleep-ms", "1500", "--shutdown-timeout-ms", "60000"];
+    args.extend_from_slice(extra);
+    let mut s = start(bin, &args);
+    let workers = s.wait_ready();
+
+    // An idle keep-alive connection: it had one request answered.
+    let mut idle = TcpStream::connect(s.addr).unwrap();
+    let pid = raw_get(&mut idle, "/pid");
+    assert!(
+        workers.contains(&pid.parse().unwrap_or(0)),
+        "/pid answered {pid:?}"
+    );
+
+    sigterm_during_a_slow_request(&s);
+    assert!(
+        server_closes(&mut idle),
+        "the idle keep-alive connection was not closed; log:\n{}",
+        s.log()
+    );
+    let status = s.wait_exit(DEADLINE).expect("the master exits");
+    let log = s.log();
+    assert!(
+        status.success(),
+        "master exit status {status:?}; log:\n{log}"
+    );
+    assert_all_gone(workers, &log);
+    assert_eq!(
+        log.matches("status=exit status 0").count(),
+        2,
+        "both workers drained and exited 0:\n{log}"
+    );
+    assert!(!log.contains("exited unexpectedly"), "{log}");
+}
+
+/// Proves the loss-free drain of one worker under load (`extra`: the listener mode): with
+/// keep-alive clients and new-connection-per-request clients asking `/pid` without pause,
+/// SIGTERM to one worker directly makes it stop accepting and end each keep-alive
+/// connection at a request boundary. Checks: 0 failed requests; keep-alive clients got
+/// `Connection: close` and reconnected; a request sent on an idle keep-alive connection to
+/// that worker after its drain began (within the grace, `--drain-grace-ms 5000`) is answered
+/// by it, with `Connection: close`, and the connection is then closed; the worker exits 0
+/// and the load keeps being served.
+pub fn drain_under_load_loses_nothing(bin: &Path, extra: &[&str]) {
+    use crate::load::{Load, LoadConfig};
+    let mut args = vec!["--shutdown-timeout-ms", "20000", "--drain-grace-ms", "5000"];
+    args.extend_from_slice(extra);
+    let s = start(bin, &args);
+    let workers = s.wait_ready();
+    let load = Load::start(
+        s.addr,
+        LoadConfig {
+            keepalive: 8,
+            new_conn: 2,
+            path: "/pid".into(),
+            ..Default::default()
+        },
+    );
+    assert!(load.wait_ok(300), "the load is served: {load:?}");
+    // The victim: the worker serving most of the load (it holds keep-alive clients).
+    let before = load.snapshot();
+    let victim = *before
+        .pids
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(p, _)| p)
+        .unwrap();
+    assert!(workers.contains(&victim), "{before:?}");
+
+    // An idle keep-alive connection to the victim (bounded search).
+    let mut idle = None;
+    for _ in 0..200 {
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        if raw_get(&mut c, "/pid") == victim.to_string() {
+            idle = Some(c);
+            break;
+        }
+    }
+    let mut idle = idle.expect("no connection reached the victim worker");
+    let before = load.snapshot();
+
+    kill_pid(victim, Signal::SIGTERM);
+    // The drain has begun once a keep-alive client was told to close...
+    assert!(
+        wait_until(DEADLINE, || load.snapshot().closed_by_server
+            > before.closed_by_server),
+        "no keep-alive client got Connection: close: {load:?}; log:\n{}",
+        s.log()
+    );
+    // ...and the idle connection, within its grace, still gets an answer, then the close.
+    write!(idle, "GET /pid HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    let answer = read_until_closed(&mut idle).expect("the idle connection is closed after");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(
+        answer.starts_with("http/1.1 200") && answer.ends_with(&victim.to_string()),
+        "the request on the idle connection is answered by the draining worker: {answer:?}"
+    );
+    assert!(answer.contains("connection: close"), "{answer:?}");
+
+    assert!(
+        wait_until(DEADLINE, || !alive(victim)),
+        "the victim did not exit; log:\n{}",
+        s.log()
+    );
+    assert!(load.wait_ok(300), "the load goes on: {load:?}");
+    let report = load.stop();
+    assert_eq!(report.failed(), 0, "{report:?}; log:\n{}", s.log());
+    assert!(report.reconnects > 0, "{report:?}");
+    let log = s.log();
+    let exit = log
+        .lines()
+        .find(|l| l.contains("exited") && field(l, "pid") == Some(&victim.to_string()))
+        .unwrap_or_else(|| panic!("no exit line for {victim}:\n{log}"));
+    assert!(exit.contains("exit status 0"), "the worker exits 0: {exit}");
+}
+
+/// Runs `bin` with `args` and expects it to exit on its own with status 1 and a message that
+/// starts with the program's name; returns everything it printed.
+fn fails_fast(bin: &Path, args: &[&str]) -> String {
+    let (status, log) = Server::run_to_exit(&bin.to_path_buf(), args, &[]);
+    assert_eq!(status.code(), Some(1), "{args:?}: {log}");
+    let name = program_name(bin);
+    assert!(log.contains(&format!("{name}: ")), "{args:?}: {log}");
+    log
+}
+
+/// `bin` with `mode` flags, on a port that another socket holds, fails fast naming the
+/// address and the OS's cause, with no worker started.
+fn busy_port_fails_fast(bin: &Path, mode: &[&str]) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut args = vec!["--addr", addr.as_str(), "--workers", "2"];
+    args.extend_from_slice(mode);
+    let log = fails_fast(bin, &args);
+    let name = program_name(bin);
+    assert!(
+        log.contains(&format!("{name}: cannot listen on {addr}")),
+        "{mode:?}: {log}"
+    );
+    assert!(log.contains("Address already in use"), "{mode:?}: {log}");
+    assert!(!log.contains("worker started"), "{mode:?}: {log}");
+}
+
+/// Proves that bad start-up input fails fast, in the master, before any worker starts: a
+/// busy port (shared-socket and `SO_REUSEPORT` modes) names the address and the OS's cause;
+/// `--workers 0` is refused; an invalid address is named. Each exits with status 1 and a
+/// message that starts with the program's name.
+pub fn bad_input_fails_fast(bin: &Path) {
+    busy_port_fails_fast(bin, &[]);
+    busy_port_fails_fast(bin, &["--reuseport"]);
+    let log = fails_fast(bin, &["--addr", "127.0.0.1:0", "--workers", "0"]);
+    assert!(log.contains("workers must be at least 1"), "{log}");
+    assert!(!log.contains("worker started"), "{log}");
+    let log = fails_fast(bin, &["--addr", "127.0.0.1:99999"]);
+    assert!(log.contains("127.0.0.1:99999"), "{log}");
+    assert!(!log.contains("worker started"), "{log}");
+}
+
+/// Proves that a worker's start-up error is the master's error, without a restart loop, for
+/// examples that take `--require-file PATH` (a file each worker reads before it reports
+/// ready; a test-only flag): with a missing file, the master exits with status
+/// 1 and the worker's own message (`failed to start: ... cannot read <path>`), only the two
+/// initial workers were ever started, and none was reported ready.
+///
+/// Returns the log, for the caller's own checks on the message.
+pub fn a_workers_startup_error_is_the_masters_error(bin: &Path) -> String {
+    let missing = "/nonexistent/prefork-app-data.bin";
+    let args = [
+        "--addr",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--require-file",
+        missing,
+    ];
+    let log = fails_fast(bin, &args);
+    assert!(log.contains("failed to start"), "{log}");
+    assert!(
+        log.contains(&format!("cannot read {missing}")),
+        "the worker's own message:\n{log}"
+    );
+    assert_eq!(log.matches("worker started").count(), 2, "{log}");
+    assert!(!log.contains("all workers ready"), "{log}");
+    let printed = format!("{}: ", program_name(bin));
+    assert_eq!(
+        log.lines().filter(|l| l.starts_with(&printed)).count(),
+        1,
+        "printed once, by the master (the worker exits quietly):\n{log}"
+    );
+    log
+}
+
+/// Proves the `--no-prefork` baseline: [`no_prefork_serves`], then
+/// [`no_prefork_drains_a_slow_request`]. `h2c`: the example also speaks HTTP/2 with prior
+/// knowledge on plain TCP.
+pub fn no_prefork_serves_and_drains(bin: &Path, h2c: bool) {
+    let s = no_prefork_serves(bin, h2c);
+    no_prefork_drains_a_slow_request(s);
+}
+
+/// Proves that `--no-prefork --workers 2` is one process on 2 threads: `/pid` answers its
+/// own pid, it has no child, its `listening` line says `threads=2`; an unknown path is
+/// `404`; with `h2c`, HTTP/2 with prior knowledge works. The server runs with
+/// `--sleep-ms 1000` (`/` is slow, `/pid` is not).
+///
+/// Returns the server, still running, for the caller's own checks and for
+/// [`no_prefork_drains_a_slow_request`].
+pub fn no_prefork_serves(bin: &Path, h2c: bool) -> Server {
+    let s = start(bin, &["--no-prefork", "--sleep-ms", "1000"]);
+    let log = s.log();
+    let listening = log.lines().find(|l| l.contains("listening")).unwrap();
+    assert_eq!(field(listening, "threads"), Some("2"), "{log}");
+    let r = get(s.addr, "/pid").unwrap();
+    assert_eq!(r.body, s.pid().to_string(), "served by the process itself");
+    assert!(s.children().is_empty(), "no worker process");
+    assert_eq!(get(s.addr, "/nope").unwrap().status, 404);
+    if h2c {
+        let r = get_h2c(s.addr, "/pid").unwrap();
+        assert_eq!(r.version, hyper::Version::HTTP_2);
+        assert_eq!(r.body, s.pid().to_string());
+    }
+    s
+}
+
+/// Proves the single process's graceful stop (on a server from [`no_prefork_serves`]):
+/// SIGTERM during a slow request lets it complete with the hello answer, and the process
+/// exits 0.
+pub fn no_prefork_drains_a_slow_request(mut s: Server) {
+    sigterm_during_a_slow_request(&s);
+    let status = s.wait_exit(DEADLINE).expect("the server exits");
+    assert!(status.success(), "{status:?}; log:\n{}", s.log());
+}
+
+/// Proves that `--no-prefork` fails fast on bad input too: a busy port names the address
+/// and the OS's cause, `--workers 0` is refused ("must be at least 1"); both exit with
+/// status 1 and a message that starts with the program's name.
+pub fn no_prefork_bad_input_fails_fast(bin: &Path) {
+    busy_port_fails_fast(bin, &["--no-prefork"]);
+    let log = fails_fast(
+        bin,
+        &["--addr", "127.0.0.1:0", "--workers", "0", "--no-prefork"],
+    );
+    assert!(log.contains("must be at least 1"), "{log}");
+}
+
+/// Asks `/pid` over HTTPS on new connections until `n` distinct workers answered (bounded
+/// by a count and [`DEADLINE`]); returns them.
+fn tls_pids(addr: SocketAddr, ca: &str, n: usize) -> BTreeSet<u32> {
+    let mut seen = BTreeSet::new();
+    let end = Instant::now() + DEADLINE;
+    for _ in 0..500 {
+        if let Ok(r) = get_tls(addr, "/pid", ca, &[b"http/1.1"]) {
+            seen.extend(r.body.trim().parse::<u32>().ok());
+        }
+        if seen.len() >= n || Instant::now() >= end {
+            break;
+        }
+    }
+    seen
+}
+
+/// Proves HTTPS with `--cert/--key` (plus `extra` flags) and that bad handshakes cost their
+/// connection only. Through a client that trusts the test CA, `/` says hello: over HTTP/2
+/// when `h2` is offered (if `expect_h2`, else HTTP/1.1), over HTTP/1.1 when only it or no
+/// ALPN is offered. Plain HTTP sent to the TLS port gets no HTTP answer and is closed;
+/// random bytes are closed; a client that stalls mid-handshake and one that sends nothing are
+/// closed by the handshake timeout (`--tls-handshake-timeout-ms 300`). Afterwards the same
+/// two workers (none restarted) all still serve HTTPS.
+///
+/// Returns the server, still running, for the caller's own checks.
+pub fn tls_serves_and_survives_bad_handshakes(
+    bin: &Path,
+    extra: &[&str],
+    expect_h2: bool,
+) -> Server {
+    let certs = TestCerts::generate();
+    let dir = temp_dir("contract-tls");
+    let (cert, key) = certs.write_to(&dir);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let mut args = vec![
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "--tls-handshake-timeout-ms",
+        "300",
+    ];
+    args.extend_from_slice(extra);
+    let s = start(bin, &args);
+    let workers: BTreeSet<u32> = s.wait_ready().into_iter().collect();
+    let ca = certs.ca_pem.as_str();
+
+    let r = get_tls(s.addr, "/", ca, &[b"h2", b"http/1.1"]).unwrap();
+    assert_hello(&r);
+    let negotiated = if expect_h2 {
+        hyper::Version::HTTP_2
+    } else {
+        hyper::Version::HTTP_11
+    };
+    assert_eq!(r.version, negotiated, "chosen by ALPN");
+    let http1: &[&[u8]] = &[b"http/1.1"];
+    for alpn in [http1, &[]] {
+        let r = get_tls(s.addr, "/", ca, alpn).unwrap();
+        assert_hello(&r);
+        assert_eq!(r.version, hyper::Version::HTTP_11, "ALPN {alpn:?}");
+    }
+
+    // Plain HTTP to the TLS port: no HTTP answer, the connection is closed.
+    let mut plain = TcpStream::connect(s.addr).unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    let answer = read_until_closed(&mut plain).expect("plain HTTP: connection left open");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plain HTTP must not be answered: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // Random bytes: closed.
+    let mut junk = TcpStream::connect(s.addr).unwrap();
+    let mut x: u32 = 0x9e37_79b9;
+    let bytes: Vec<u8> = (0..1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let _ = junk.write_all(&bytes);
+    assert!(
+        server_closes(&mut junk),
+        "random bytes: connection left open"
+    );
+    // A ClientHello record header announcing 512 bytes, then a few of them and nothing more;
+    // and a client that sends nothing at all. Both wait on the same handshake timeout.
+    let mut stalled = TcpStream::connect(s.addr).unwrap();
+    stalled
+        .write_all(&[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ])
+        .unwrap();
+    let mut silent = TcpStream::connect(s.addr).unwrap();
+    assert!(
+        server_closes(&mut stalled),
+        "stalled handshake: connection left open; log:\n{}",
+        s.log()
+    );
+    assert!(
+        server_closes(&mut silent),
+        "silent client: connection left open; log:\n{}",
+        s.log()
+    );
+
+    // The workers kept serving: the same ones, none restarted.
+    assert_hello(&get_tls(s.addr, "/", ca, &[b"h2", b"http/1.1"]).unwrap());
+    assert_eq!(tls_pids(s.addr, ca, 2), workers, "{}", s.log());
+    assert_eq!(s.started_workers(), workers, "{}", s.log());
+    assert_eq!(
+        s.children().into_iter().collect::<BTreeSet<_>>(),
+        workers,
+        "{}",
+        s.log()
+    );
+    assert!(!s.log().contains("exited unexpectedly"), "{}", s.log());
+    let _ = std::fs::remove_dir_all(dir);
+    s
+}
+
+/// Proves that bad TLS input fails in the master, before any worker starts: a missing
+/// certificate file, a file with no certificate, one with no key, a key that does not match
+/// the certificate, certificate and key swapped. Each exits with status 1 and a message
+/// `<program>: TLS: ...` naming the offending file and the problem.
+pub fn bad_tls_inputs_fail_fast(bin: &Path) {
+    let name = program_name(bin);
+    let dir = temp_dir("contract-bad-tls");
+    let (cert, key) = TestCerts::generate().write_to(&dir);
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a PEM file\n").unwrap();
+    let other_key = dir.join("other-key.pem");
+    std::fs::write(&other_key, TestCerts::generate().key_pem).unwrap();
+    let missing = dir.join("missing.pem");
+
+    let cases: [(&str, &Path, &Path, &Path, &str); 5] = [
+        ("missing cert", &missing, &key, &missing, "cannot read"),
+        ("no certificate", &junk, &key, &junk, "no certificate found"),
+        ("no key", &cert, &junk, &junk, "no private key found"),
+        (
+            "key not matching",
+            &cert,
+            &other_key,
+            &other_key,
+            "does not match the certificate",
+        ),
+        (
+            "swapped",
+            &key,
+            &cert,
+            &key,
+            "are the certificate and key swapped?",
+        ),
+    ];
+    for (case, cert_arg, key_arg, named, problem) in cases {
+        let args = [
+            "--addr",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--cert",
+            cert_arg.to_str().unwrap(),
+            "--key",
+            key_arg.to_str().unwrap(),
+        ];
+        let log = fails_fast(bin, &args);
+        assert!(log.contains(&format!("{name}: TLS: ")), "{case}: {log}");
+        let named = named.display().to_string();
+        assert!(
+            log.contains(&named),
+            "{case}: the path {named} is named:\n{log}"
+        );
+        assert!(
+            log.contains(problem),
+            "{case}: {problem:?} expected:\n{log}"
+        );
+        assert!(!log.contains("worker started"), "{case}: {log}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

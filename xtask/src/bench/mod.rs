@@ -22,7 +22,7 @@ use crate::{cargo, project_root};
 mod chart;
 mod load;
 mod process;
-mod procfs;
+pub(crate) mod procfs;
 mod report;
 mod scenario;
 mod server;

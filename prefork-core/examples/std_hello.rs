@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use prefork_core::accept::{is_connection_error, log_accept_error};
+use prefork_core::balance::{Admit, AdmitWait, Balance};
 use prefork_core::{Child, Drain, DrainConn};
 use prefork_testutil::example;
 
@@ -236,35 +237,53 @@ fn serve(mut child: Child, sleep: Duration) -> io::Result<()> {
             *last_beat = Instant::now();
         }
     };
+    // The balance table: a worker over its share of the open connections leaves the queue to
+    // the others for a moment (see prefork_core::balance).
+    let balance = child.balance();
+    let mut admit = AdmitWait::default();
+    let mut deferred: Option<Duration> = None;
     child.ready()?;
     // The event loop: accepts, runs `/block`, and beats. A poll timeout of one heartbeat
     // interval keeps the beats going while idle; a blocked loop stops them.
     loop {
         let ls = &listeners;
-        let mut fds: Vec<PollFd<'_>> = ls
+        // While deferring, the listeners are not polled: the loop wakes to ask again.
+        let polled = if deferred.is_some() { 0 } else { ls.len() };
+        let mut fds: Vec<PollFd<'_>> = ls[..polled]
             .iter()
             .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
             .collect();
         fds.push(PollFd::new(shutdown.as_fd(), PollFlags::POLLIN));
         fds.push(PollFd::new(wake_rx.as_fd(), PollFlags::POLLIN));
-        let timeout = interval.saturating_sub(last_beat.elapsed());
+        let mut timeout = interval.saturating_sub(last_beat.elapsed());
+        if let Some(d) = deferred {
+            timeout = timeout.min(d);
+        }
         match poll(&mut fds, poll_timeout(timeout)) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
-        let readable: Vec<bool> = fds[..ls.len()]
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
+        let readable: Vec<bool> = match deferred {
+            // Try every listener again (a non-blocking accept on an empty queue just returns).
+            Some(_) => vec![true; ls.len()],
+            None => fds[..polled]
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect(),
+        };
         drop(fds);
         beat(&mut last_beat);
         run_jobs();
         if shutdown.is_triggered() {
             break;
         }
+        deferred = None;
         for (l, _) in ls.iter().zip(readable).filter(|(_, r)| *r) {
-            accept_all(l, &drain, &looper, sleep);
+            deferred = accept_all(l, &drain, &balance, &mut admit, &looper, sleep);
+            if deferred.is_some() {
+                break;
+            }
         }
     }
     // Stop accepting at once and drop this worker's listener copies: in the shared-socket mode
@@ -297,8 +316,20 @@ fn poll_timeout(d: Duration) -> PollTimeout {
 /// (EMFILE, ENFILE, ...).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-fn accept_all(listener: &Listener, drain: &Drain, looper: &Arc<LoopHandle>, sleep: Duration) {
+/// Accepts until the queue is empty (`None`), or until the balance says to leave the rest to
+/// the other workers for a moment (`Some(when to ask again)`).
+fn accept_all(
+    listener: &Listener,
+    drain: &Drain,
+    balance: &Balance,
+    admit: &mut AdmitWait,
+    looper: &Arc<LoopHandle>,
+    sleep: Duration,
+) -> Option<Duration> {
     loop {
+        if let Admit::Later(d) = balance.poll_admit(admit) {
+            return Some(d);
+        }
         let accepted = match listener {
             Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
             Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
@@ -311,13 +342,13 @@ fn accept_all(listener: &Listener, drain: &Drain, looper: &Arc<LoopHandle>, slee
                     let _ = connection(stream, &conn, &looper, sleep);
                 });
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) if is_connection_error(&e) => continue,
             // EMFILE, ENFILE, ...: not fatal for the worker; the log names the limit to raise.
             Err(e) => {
                 log_accept_error(&listener.describe(), &e, ACCEPT_BACKOFF);
                 std::thread::sleep(ACCEPT_BACKOFF);
-                return;
+                return None;
             }
         }
     }

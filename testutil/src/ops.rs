@@ -96,3 +96,36 @@ pub fn scaling_under_load_loses_nothing(bin: &Path, extra: &[&str]) {
         s.log()
     );
 }
+
+/// Starts `bin` with `workers` workers, opens a burst of 64 connections at once
+/// ([`connections_per_pid`](crate::load::connections_per_pid)), and returns how many each worker
+/// holds (pid 0: failed connections).
+pub fn burst(bin: &Path, workers: usize, extra: &[&str]) -> std::collections::BTreeMap<u32, usize> {
+    let n = workers.to_string();
+    let mut args = vec!["--addr", "127.0.0.1:0", "--workers", n.as_str()];
+    args.extend_from_slice(extra);
+    let s = Server::start(&bin.to_path_buf(), &args);
+    s.wait_ready();
+    assert_eq!(
+        crate::wait_for_distinct_pids(s.addr, workers).len(),
+        workers,
+        "{}",
+        s.log()
+    );
+    crate::load::connections_per_pid(s.addr, 64)
+}
+
+/// The balance goal: a burst of 64 connections opened at once to 4 workers leaves every worker
+/// holding between 0.5× and 1.5× of its share (8..=24). Only the distribution is asserted, no
+/// timing.
+pub fn burst_is_balanced(bin: &Path, extra: &[&str]) {
+    let per = burst(bin, 4, extra);
+    assert!(!per.contains_key(&0), "failed connections: {per:?}");
+    assert_eq!(per.len(), 4, "every worker holds some: {per:?}");
+    for (pid, n) in &per {
+        assert!(
+            (8..=24).contains(n),
+            "worker {pid} holds {n} of 64 connections, outside 8..=24: {per:?}"
+        );
+    }
+}

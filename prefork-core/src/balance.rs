@@ -418,7 +418,7 @@ impl Balance {
     /// Completes once this worker may accept (see [`Balance::poll_admit`]); `sleep` is the
     /// runtime's timer (`tokio::time::sleep`, `async_io::Timer::after`, ...). Completes at once
     /// when disabled or within the share.
-    pub async fn admit<T: Future<Output = ()>>(&self, mut sleep: impl FnMut(Duration) -> T) {
+    pub async fn admit<T: Future>(&self, mut sleep: impl FnMut(Duration) -> T) {
         let mut wait = AdmitWait::default();
         while let Admit::Later(d) = self.poll_admit(&mut wait) {
             sleep(d).await;

@@ -129,3 +129,47 @@ pub fn burst_is_balanced(bin: &Path, extra: &[&str]) {
         );
     }
 }
+
+/// `--addr unix:PATH`: a raw HTTP/1.1 request over a `UnixStream` gets `Hello, World!` from
+/// every worker's accept loop, and SIGTERM drains and exits 0.
+pub fn serves_on_a_unix_socket(bin: &Path) {
+    use std::io::{Read, Write};
+    let dir = crate::temp_dir("unix");
+    let path = dir.join("hello.sock");
+    let addr = format!("unix:{}", path.display());
+    let mut s = Server::start_ready(
+        &bin.to_path_buf(),
+        &["--addr", &addr, "--workers", "2"],
+        &[],
+    );
+    let get = |target: &str| {
+        let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        c.set_read_timeout(Some(DEADLINE)).unwrap();
+        write!(
+            c,
+            "GET {target} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    let hello = get("/");
+    assert!(
+        hello.starts_with("HTTP/1.1 200") && hello.ends_with("Hello, World!"),
+        "{hello:?}\n{}",
+        s.log()
+    );
+    let mut pids = BTreeSet::new();
+    assert!(
+        wait_until(DEADLINE, || {
+            let r = get("/pid");
+            pids.insert(r.rsplit("\r\n\r\n").next().unwrap_or("").to_owned());
+            pids.len() >= 2
+        }),
+        "both workers answer: {pids:?}"
+    );
+    s.signal(Sig::SIGTERM);
+    let status = s.wait_exit(DEADLINE).expect("the master exits");
+    assert!(status.success(), "{}", s.log());
+}

@@ -55,3 +55,10 @@ fn bad_tls_inputs_fail_fast() {
 fn drain_under_load_loses_nothing() {
     contract::drain_under_load_loses_nothing(&bin(), &[]);
 }
+
+/// Balanced accept (issue 16): a burst of 64 connections to 4 workers leaves each holding
+/// 8..=24.
+#[test]
+fn a_burst_of_64_connections_spreads_over_4_workers() {
+    prefork_testutil::ops::burst_is_balanced(&bin(), &[]);
+}

@@ -2,20 +2,33 @@
 //!
 //! Run with: `cargo run -p prefork-core --example std_hello -- --addr 127.0.0.1:8080 --workers 2`
 //!
-//! `GET /` answers `Hello, World!`, `GET /pid` the worker's pid. SIGTERM (or Ctrl+C) drains:
-//! the worker stops accepting, finishes the requests in flight, and exits 0.
+//! `GET /` answers `Hello, World!`, `GET /pid` the worker's pid, `GET /block?ms=N` blocks the
+//! worker's event loop for N ms, `GET /leak?mb=N` leaks N MiB.
+//!
+//! The thread model: one event-loop thread per worker polls the listeners, the shutdown
+//! notification and a wake-up socket, accepts, and sends the heartbeats (poll timeout: one
+//! heartbeat interval); each connection is served on a thread of its own. `/block` is handed to
+//! the event-loop thread and runs there, so a blocked handler stops the heartbeats (and the
+//! accepting) exactly as a blocked event loop does in the async adapters, and the master's
+//! watchdog replaces the worker.
+//!
+//! SIGTERM (or Ctrl+C) drains without loss: the worker stops accepting and drops its listener
+//! copies at once (the other workers keep the shared queue); every request already received is
+//! answered, its response carries `Connection: close`; a keep-alive connection idle for the
+//! drain grace is closed; the whole drain is bounded by the drain timeout.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use prefork_core::{Child, Shutdown};
+use prefork_core::accept::{is_connection_error, log_accept_error};
+use prefork_core::balance::{Admit, AdmitWait, Balance};
+use prefork_core::{Child, Drain, DrainConn};
 use prefork_testutil::example;
 
 /// The example contract's flags (see DESIGN.md), plus two of this example's own.
@@ -70,9 +83,29 @@ fn main() {
 }
 
 /// A listener of either kind: every TCP and Unix listener the master passed is served.
-enum Listener<'a> {
-    Tcp(&'a TcpListener),
-    Unix(&'a UnixListener),
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l) => l.as_fd(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Listener::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_else(|| "unix socket".into()),
+        }
+    }
 }
 
 /// An accepted connection of either kind.
@@ -131,114 +164,245 @@ impl Write for Stream {
     }
 }
 
-fn serve(child: Child, sleep: Duration) -> io::Result<()> {
+/// Work the connection threads hand to the accept loop's thread: `/block` runs there, so a
+/// blocked handler blocks the loop that accepts and sends the heartbeats, as a blocked event loop
+/// would in an async adapter.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The connection threads' way into the accept loop's thread.
+struct LoopHandle {
+    jobs: Mutex<mpsc::Sender<Job>>,
+    wake: UnixStream,
+}
+
+impl LoopHandle {
+    /// Runs `f` on the accept loop's thread and returns its result; runs it here if the loop is
+    /// gone (the worker is past its drain).
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let f = Arc::new(Mutex::new(Some(f)));
+        let job_f = f.clone();
+        let job: Job = Box::new(move || {
+            if let Some(f) = job_f.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = tx.send(f());
+            }
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .is_ok();
+        if sent {
+            let _ = (&self.wake).write(&[1]);
+            if let Ok(v) = rx.recv() {
+                return v;
+            }
+        }
+        let f = f.lock().unwrap_or_else(|e| e.into_inner()).take();
+        f.expect("the job ran but sent nothing")()
+    }
+}
+
+fn serve(mut child: Child, sleep: Duration) -> io::Result<()> {
     let shutdown = child.shutdown();
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let listeners: Vec<Listener<'_>> = child
-        .listeners()
-        .iter()
+    let drain = Drain::for_child(&child);
+    let heartbeat = child.heartbeat();
+    let listeners: Vec<Listener> = child
+        .take_listeners()
+        .into_iter()
         .map(Listener::Tcp)
-        .chain(child.unix_listeners().iter().map(Listener::Unix))
+        .chain(child.take_unix_listeners().into_iter().map(Listener::Unix))
         .collect();
+    let (wake_rx, wake_tx) = UnixStream::pair()?;
+    wake_rx.set_nonblocking(true)?;
+    wake_tx.set_nonblocking(true)?;
+    let (jobs_tx, jobs) = mpsc::channel::<Job>();
+    let looper = Arc::new(LoopHandle {
+        jobs: Mutex::new(jobs_tx),
+        wake: wake_tx,
+    });
+    let run_jobs = || {
+        let mut buf = [0u8; 64];
+        while matches!((&wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+        while let Ok(job) = jobs.try_recv() {
+            job();
+        }
+    };
+    let interval = heartbeat.interval();
+    let mut last_beat = Instant::now();
+    let beat = |last_beat: &mut Instant| {
+        if last_beat.elapsed() >= interval {
+            heartbeat.beat();
+            *last_beat = Instant::now();
+        }
+    };
+    // The balance table: a worker over its share of the open connections leaves the queue to
+    // the others for a moment (see prefork_core::balance).
+    let balance = child.balance();
+    let mut admit = AdmitWait::default();
+    let mut deferred: Option<Duration> = None;
     child.ready()?;
+    // The event loop: accepts, runs `/block`, and beats. A poll timeout of one heartbeat
+    // interval keeps the beats going while idle; a blocked loop stops them.
     loop {
-        let mut fds: Vec<PollFd<'_>> = listeners
+        let ls = &listeners;
+        // While deferring, the listeners are not polled: the loop wakes to ask again.
+        let polled = if deferred.is_some() { 0 } else { ls.len() };
+        let mut fds: Vec<PollFd<'_>> = ls[..polled]
             .iter()
-            .map(|l| match l {
-                Listener::Tcp(l) => PollFd::new(l.as_fd(), PollFlags::POLLIN),
-                Listener::Unix(l) => PollFd::new(l.as_fd(), PollFlags::POLLIN),
-            })
+            .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
             .collect();
         fds.push(PollFd::new(shutdown.as_fd(), PollFlags::POLLIN));
-        match poll(&mut fds, PollTimeout::NONE) {
+        fds.push(PollFd::new(wake_rx.as_fd(), PollFlags::POLLIN));
+        let mut timeout = interval.saturating_sub(last_beat.elapsed());
+        if let Some(d) = deferred {
+            timeout = timeout.min(d);
+        }
+        match poll(&mut fds, poll_timeout(timeout)) {
             Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
+        let readable: Vec<bool> = match deferred {
+            // Try every listener again (a non-blocking accept on an empty queue just returns).
+            Some(_) => vec![true; ls.len()],
+            None => fds[..polled]
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect(),
+        };
+        drop(fds);
+        beat(&mut last_beat);
+        run_jobs();
         if shutdown.is_triggered() {
             break;
         }
-        for l in &listeners {
-            accept_all(l, &shutdown, &in_flight, sleep);
+        deferred = None;
+        for (l, _) in ls.iter().zip(readable).filter(|(_, r)| *r) {
+            deferred = accept_all(l, &drain, &balance, &mut admit, &looper, sleep);
+            if deferred.is_some() {
+                break;
+            }
         }
     }
-    // Drain: the listener stays open in the other workers; we only wait for our own requests.
-    let deadline = Instant::now() + child.shutdown_timeout();
-    while in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    // Stop accepting at once and drop this worker's listener copies: in the shared-socket mode
+    // the queue stays with the other workers.
+    drain.start();
+    drop(listeners);
+    // Drain: every connection answers what it has received with `Connection: close`, or is
+    // closed after an idle grace; bounded by the drain timeout.
+    let deadline = Instant::now() + child.drain_timeout();
+    while drain.open() > 0 && Instant::now() < deadline {
+        let mut fds = [PollFd::new(wake_rx.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, poll_timeout(Duration::from_millis(5)));
+        run_jobs();
+        beat(&mut last_beat);
+    }
+    if drain.open() > 0 {
+        tracing::warn!(
+            open = drain.open(),
+            "connections still open after the drain timeout; closing them"
+        );
     }
     Ok(())
 }
 
+fn poll_timeout(d: Duration) -> PollTimeout {
+    PollTimeout::try_from(d.as_millis().clamp(1, 60_000) as i32).unwrap_or(PollTimeout::MAX)
+}
+
+/// How long the accept loop pauses after an accept error that is not the connection's fault
+/// (EMFILE, ENFILE, ...).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepts until the queue is empty (`None`), or until the balance says to leave the rest to
+/// the other workers for a moment (`Some(when to ask again)`).
 fn accept_all(
-    listener: &Listener<'_>,
-    shutdown: &Shutdown,
-    in_flight: &Arc<AtomicUsize>,
+    listener: &Listener,
+    drain: &Drain,
+    balance: &Balance,
+    admit: &mut AdmitWait,
+    looper: &Arc<LoopHandle>,
     sleep: Duration,
-) {
+) -> Option<Duration> {
     loop {
+        if let Admit::Later(d) = balance.poll_admit(admit) {
+            return Some(d);
+        }
         let accepted = match listener {
             Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
             Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
         };
         match accepted {
             Ok(stream) => {
-                let shutdown = shutdown.clone();
-                let in_flight = in_flight.clone();
+                let conn = drain.connection();
+                let looper = looper.clone();
                 std::thread::spawn(move || {
-                    let _ = connection(stream, &shutdown, &in_flight, sleep);
+                    let _ = connection(stream, &conn, &looper, sleep);
                 });
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            // EMFILE, ECONNABORTED, ...: not fatal for the worker.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if is_connection_error(&e) => continue,
+            // EMFILE, ENFILE, ...: not fatal for the worker; the log names the limit to raise.
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                std::thread::sleep(Duration::from_millis(10));
-                return;
+                log_accept_error(&listener.describe(), &e, ACCEPT_BACKOFF);
+                std::thread::sleep(ACCEPT_BACKOFF);
+                return None;
             }
         }
     }
 }
 
-/// One keep-alive connection: requests are answered one after another until the client closes,
-/// or the worker is stopping and the connection is idle.
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// One keep-alive connection: requests are answered one after another until the client closes;
+/// once the worker drains, the next response carries `Connection: close`, and a connection idle
+/// for the drain grace is closed.
 fn connection(
     stream: Stream,
-    shutdown: &Shutdown,
-    in_flight: &AtomicUsize,
+    conn: &DrainConn,
+    looper: &LoopHandle,
     sleep: Duration,
 ) -> io::Result<()> {
     stream.prepare()?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     let mut line = String::new();
+    let drain = conn.drain();
     loop {
         line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if shutdown.is_triggered() && line.is_empty() {
-                    return Ok(());
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            let before = line.len();
+            match reader.read_line(&mut line) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    conn.on_read();
+                    break;
                 }
-                continue;
+                Err(e) if is_timeout(&e) => {
+                    if line.len() > before {
+                        conn.on_read();
+                        idle_since = None;
+                    }
+                    if drain.is_draining() && line.is_empty() {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= drain.grace() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
-        in_flight.fetch_add(1, Ordering::SeqCst);
-        let result = respond(
-            &mut reader,
-            &mut writer,
-            &line,
-            sleep,
-            shutdown.is_triggered(),
-        );
-        in_flight.fetch_sub(1, Ordering::SeqCst);
+        conn.request_started(false);
+        let result = respond(&mut reader, &mut writer, &line, sleep, conn, looper);
         if !result? {
             return Ok(());
         }
@@ -251,24 +415,24 @@ fn respond(
     writer: &mut Stream,
     request_line: &str,
     sleep: Duration,
-    stopping: bool,
+    conn: &DrainConn,
+    looper: &LoopHandle,
 ) -> io::Result<bool> {
-    let mut close = stopping;
+    let mut close = false;
     let mut header = String::new();
     loop {
         header.clear();
         match reader.read_line(&mut header) {
-            Ok(0) => return Ok(false),
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
+            Ok(0) => {
+                let _ = conn.response_ready();
+                return Ok(false);
             }
-            Err(e) => return Err(e),
+            Ok(_) => conn.on_read(),
+            Err(e) if is_timeout(&e) => continue,
+            Err(e) => {
+                let _ = conn.response_ready();
+                return Err(e);
+            }
         }
         if header == "\r\n" || header == "\n" {
             break;
@@ -281,7 +445,11 @@ fn respond(
     if request_line.ends_with("HTTP/1.0\r\n") {
         close = true;
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let target = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_owned())),
+        None => (target, None),
+    };
     let (status, body) = match path {
         "/" => {
             if !sleep.is_zero() {
@@ -290,12 +458,22 @@ fn respond(
             ("200 OK", "Hello, World!".to_owned())
         }
         "/pid" => ("200 OK", std::process::id().to_string()),
+        // Blocks the accept loop's thread (the worker's event loop): see `LoopHandle`.
+        "/block" => (
+            "200 OK",
+            looper.run(move || example::block(query.as_deref())),
+        ),
+        "/leak" => ("200 OK", example::leak(query.as_deref())),
         _ => ("404 Not Found", "Not Found".to_owned()),
     };
-    let conn = if close { "close" } else { "keep-alive" };
+    // Once the drain has started, this response is the connection's last.
+    if conn.response_ready() {
+        close = true;
+    }
+    let connection = if close { "close" } else { "keep-alive" };
     write!(
         writer,
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: {conn}\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: {connection}\r\n\r\n{body}",
         body.len()
     )?;
     writer.flush()?;

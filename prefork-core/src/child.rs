@@ -103,6 +103,7 @@ pub struct Child {
     keepalive_timeout: Option<Duration>,
     heartbeat_interval: Duration,
     counters: Counters,
+    balance: crate::balance::Balance,
     #[cfg(feature = "tls")]
     tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
 }
@@ -131,6 +132,17 @@ impl Child {
     /// connection here; the master reads them from the heartbeats (stats, `max_requests`).
     pub fn counters(&self) -> Counters {
         self.counters.clone()
+    }
+
+    /// This worker's handle on the master's balance table: call
+    /// [`Balance::admit`](crate::balance::Balance::admit) (or
+    /// [`poll_admit`](crate::balance::Balance::poll_admit)) before each `accept`, so that a
+    /// worker holding more than its share of the open connections leaves the shared queue to
+    /// the others (see [`balance`](crate::balance)). The connections counted by
+    /// [`Child::counters`] are the ones balanced. Disabled (always admits) in `SO_REUSEPORT`
+    /// mode and in a [`Child::standalone`] context.
+    pub fn balance(&self) -> crate::balance::Balance {
+        self.balance.clone()
     }
 
     /// The heartbeat to send from inside the worker's event loop, every
@@ -274,6 +286,7 @@ impl Child {
             keepalive_timeout: Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             counters: Counters::default(),
+            balance: crate::balance::Balance::disabled(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -403,6 +416,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL);
     raise_nofile_limit(std::env::var(ENV_NOFILE).ok().as_deref());
+    let balance = take_balance_table(control_fd + 1);
 
     let mut listeners = Vec::new();
     let mut unix_listeners = Vec::new();
@@ -485,7 +499,8 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         drain_grace,
         keepalive_timeout,
         heartbeat_interval,
-        counters: Counters::default(),
+        counters: Counters::with_balance(balance.clone()),
+        balance,
         #[cfg(feature = "tls")]
         tls,
     })
@@ -514,6 +529,42 @@ fn raise_nofile_limit(spec: Option<&str>) {
     match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
         Ok(()) => tracing::debug!(from = soft, to = target, hard, "soft RLIMIT_NOFILE set"),
         Err(e) => tracing::warn!(error = %e, soft, target, "cannot set the soft RLIMIT_NOFILE"),
+    }
+}
+
+/// Maps the balance table the master placed at `fd` (right after the control socket), then
+/// closes the descriptor (the mapping stays). Balancing is an optimisation: anything unexpected
+/// disables it, with a debug line.
+fn take_balance_table(fd: RawFd) -> crate::balance::Balance {
+    use crate::balance::Balance;
+    let (Ok(at), Ok(slot)) = (
+        std::env::var(ENV_BALANCE_FD),
+        std::env::var(ENV_BALANCE_SLOT),
+    ) else {
+        return Balance::disabled();
+    };
+    if at != fd.to_string() || !listener::fd_is_open(fd) {
+        tracing::debug!(
+            at,
+            fd,
+            "no balance table where expected; accepting unbalanced"
+        );
+        return Balance::disabled();
+    }
+    // SAFETY: the master placed the table's memfd at this descriptor (checked open above) for
+    // this worker; it is taken exactly once (from_env runs once per process) and closed when
+    // `owned` drops.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mapped = slot
+        .parse::<usize>()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad slot"))
+        .and_then(|slot| Balance::map(std::os::fd::AsFd::as_fd(&owned), slot));
+    match mapped {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot map the balance table; accepting unbalanced");
+            Balance::disabled()
+        }
     }
 }
 

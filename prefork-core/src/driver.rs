@@ -121,6 +121,21 @@ pub(crate) fn run(mut cfg: Prefork) -> Result<(), Error> {
     let handle = MasterHandle(cfg.handle.clone());
     *handle.0.wake.lock().unwrap_or_else(|e| e.into_inner()) = Some(wake_tx);
 
+    // The balance table: only with a shared socket (in SO_REUSEPORT mode the kernel picks the
+    // socket, and deferring an accept would only delay that worker's own queue).
+    let balance = if bound.reuseport.is_some()
+        || std::env::var_os("PREFORK_BALANCE").is_some_and(|v| v == "off")
+    {
+        None
+    } else {
+        match crate::balance::Table::create() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::debug!(error = %e, "no balance table; workers accept unbalanced");
+                None
+            }
+        }
+    };
     let cap = |d: Duration| d.min(FOREVER);
     let sup = Supervisor::new(Config {
         workers: n,
@@ -154,6 +169,8 @@ pub(crate) fn run(mut cfg: Prefork) -> Result<(), Error> {
         wake_rx,
         pid1: std::process::id() == 1,
         last_memory: Instant::now(),
+        balance,
+        balance_slots: HashMap::new(),
         cfg,
     };
     let result = driver.run_loop(&signals);
@@ -180,6 +197,9 @@ struct Driver {
     wake_rx: UnixStream,
     pid1: bool,
     last_memory: Instant,
+    /// The balance table (shared-socket mode), and each worker process's slot in it.
+    balance: Option<crate::balance::Table>,
+    balance_slots: HashMap<Key, usize>,
 }
 
 impl Driver {
@@ -194,6 +214,7 @@ impl Driver {
                     }
                 }
             }
+            self.sync_balance();
             let keep = self.sup.images_in_use();
             self.images.opened.retain(|g, _| keep.contains(g));
 
@@ -248,7 +269,7 @@ impl Driver {
                 slot,
                 image,
                 starts,
-            } => match self.spawn(slot, image, starts) {
+            } => match self.spawn(key, slot, image, starts) {
                 Ok((pid, control)) => {
                     self.procs.insert(
                         key,
@@ -340,12 +361,36 @@ impl Driver {
         }
     }
 
-    fn spawn(&mut self, slot: usize, image: u64, starts: u64) -> Result<(u32, UnixStream), String> {
+    /// Marks each worker process's balance slot accepting while the supervisor has it ready
+    /// (not starting, not draining).
+    fn sync_balance(&self) {
+        let Some(table) = &self.balance else {
+            return;
+        };
+        let ready: std::collections::HashSet<Key> = self
+            .sup
+            .ready_workers()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        for (key, &i) in &self.balance_slots {
+            table.set_accepting(i, ready.contains(key));
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        key: Key,
+        slot: usize,
+        image: u64,
+        starts: u64,
+    ) -> Result<(u32, UnixStream), String> {
         let ctx = SpawnContext {
             worker_id: slot,
             generation: starts,
         };
-        let n_fds = (self.listeners.len() + 1) as RawFd;
+        // The listeners, the control socket and the balance table.
+        let n_fds = (self.listeners.len() + 2) as RawFd;
         let (cmd, program) = match self.cfg.command_producer.as_mut() {
             Some(producer) => {
                 let cmd = producer(&ctx).map_err(|e| {
@@ -369,6 +414,7 @@ impl Driver {
                 .apply(&mut cmd, slot)
                 .map_err(|e| format!("preparing worker {slot}: {e}"))?;
         }
+        let balance_slot = self.balance.as_mut().and_then(|t| t.alloc());
         let env = WorkerEnv {
             listeners: &self.listeners,
             reuseport: self.reuseport.as_deref(),
@@ -381,8 +427,22 @@ impl Driver {
                 .map_or(0, |d| d.as_millis().max(1)),
             heartbeat_ms: crate::health::heartbeat_interval(self.cfg.worker_timeout).as_millis(),
             nofile: self.cfg.nofile.env_value(),
+            balance: self
+                .balance
+                .as_ref()
+                .zip(balance_slot)
+                .map(|(t, i)| (t.fd(), i)),
         };
-        let (process, control) = spawn::spawn(cmd, slot, &env)
+        let spawned = spawn::spawn(cmd, slot, &env);
+        if let Some(i) = balance_slot {
+            match &spawned {
+                Ok(_) => {
+                    self.balance_slots.insert(key, i);
+                }
+                Err(_) => self.balance.as_mut().into_iter().for_each(|t| t.free(i)),
+            }
+        }
+        let (process, control) = spawned
             .map_err(|e| format!("starting worker {slot} from {}: {e}", program.display()))?;
         // Reaped with waitpid by pid (or -1 as PID 1); std's handle is not needed.
         Ok((process.id(), control))
@@ -535,6 +595,11 @@ impl Driver {
         for (pid, status) in exited {
             match self.sup.key_of(pid) {
                 Some(key) => {
+                    if let (Some(t), Some(i)) =
+                        (self.balance.as_mut(), self.balance_slots.remove(&key))
+                    {
+                        t.free(i);
+                    }
                     if let Some(mut p) = self.procs.remove(&key) {
                         // What it said last (its start-up error) counts before its exit.
                         read_control(key, &mut p, events);

@@ -22,6 +22,8 @@ pub(crate) fn heartbeat_interval(worker_timeout: Option<Duration>) -> Duration {
 struct CountersInner {
     requests: AtomicU64,
     connections: AtomicU64,
+    /// The worker's slot in the master's balance table: open connections are mirrored there.
+    balance: crate::balance::Balance,
 }
 
 /// A worker's request and connection counters, reported to the master with each heartbeat.
@@ -33,6 +35,14 @@ struct CountersInner {
 pub struct Counters(Arc<CountersInner>);
 
 impl Counters {
+    /// Counters whose open connections are also counted in the balance table.
+    pub(crate) fn with_balance(balance: crate::balance::Balance) -> Counters {
+        Counters(Arc::new(CountersInner {
+            balance,
+            ..CountersInner::default()
+        }))
+    }
+
     /// Counts one request.
     #[inline]
     pub fn request(&self) {
@@ -43,6 +53,7 @@ impl Counters {
     #[inline]
     pub fn connection(&self) -> ConnectionGuard {
         self.0.connections.fetch_add(1, Ordering::Relaxed);
+        self.0.balance.opened();
         ConnectionGuard(self.clone())
     }
 
@@ -65,6 +76,7 @@ pub struct ConnectionGuard(Counters);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0 .0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0 .0.balance.closed();
     }
 }
 

@@ -92,6 +92,7 @@ compile_error!(
 );
 
 pub mod accept;
+pub mod balance;
 mod builder;
 mod child;
 mod control;

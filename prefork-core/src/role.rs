@@ -16,6 +16,12 @@ pub(crate) const ENV_BACKLOG: &str = "PREFORK_BACKLOG";
 /// The master's shutdown timeout in milliseconds.
 pub(crate) const ENV_SHUTDOWN_TIMEOUT_MS: &str = "PREFORK_SHUTDOWN_TIMEOUT_MS";
 
+/// The fd of the master's balance table (a memfd), right after the control socket; absent when
+/// the master keeps none (`SO_REUSEPORT` mode, `PREFORK_BALANCE=off`).
+pub(crate) const ENV_BALANCE_FD: &str = "PREFORK_BALANCE_FD";
+/// This worker process's slot in the balance table.
+pub(crate) const ENV_BALANCE_SLOT: &str = "PREFORK_BALANCE_SLOT";
+
 /// The control protocol version the master speaks; a worker of another version refuses to start.
 pub(crate) const ENV_PROTOCOL: &str = "PREFORK_PROTOCOL";
 /// How often the worker sends a heartbeat, in milliseconds.

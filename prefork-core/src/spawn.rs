@@ -44,13 +44,16 @@ pub(crate) struct WorkerEnv<'a> {
     pub(crate) keepalive_ms: u128,
     pub(crate) heartbeat_ms: u128,
     pub(crate) nofile: String,
+    /// The balance table and this worker's slot in it.
+    pub(crate) balance: Option<(BorrowedFd<'a>, usize)>,
 }
 
 /// Completes `cmd` for worker `worker_id` and starts it. Returns the process and the master's
 /// end of the control socket.
 ///
-/// The worker gets the listeners at fd 3, 4, ... and its control socket right after them. Every
-/// other descriptor of the master is close-on-exec and does not reach the worker.
+/// The worker gets the listeners at fd 3, 4, ..., its control socket right after them, and the
+/// balance table (if any) after that. Every other descriptor of the master is close-on-exec and
+/// does not reach the worker.
 pub(crate) fn spawn(
     mut cmd: Command,
     worker_id: usize,
@@ -59,6 +62,10 @@ pub(crate) fn spawn(
     let (master_end, child_end) = UnixStream::pair()?;
     let mut sources: Vec<BorrowedFd<'_>> = env.listeners.iter().map(|l| l.as_fd()).collect();
     sources.push(child_end.as_fd());
+    let control_fd = FIRST_FD + sources.len() as RawFd - 1;
+    if let Some((fd, _)) = env.balance {
+        sources.push(fd);
+    }
     let n = sources.len() as RawFd;
 
     // Copies of the sources above every target slot (close-on-exec in the master), so placing one
@@ -87,7 +94,7 @@ pub(crate) fn spawn(
         .env(ENV_CHILD, "1")
         .env(ENV_WORKER_ID, worker_id.to_string())
         .env(ENV_LISTEN_FDS, env.listeners.len().to_string())
-        .env(ENV_CONTROL_FD, (FIRST_FD + n - 1).to_string())
+        .env(ENV_CONTROL_FD, control_fd.to_string())
         .env(ENV_BACKLOG, env.backlog.to_string())
         .env(ENV_SHUTDOWN_TIMEOUT_MS, env.shutdown_timeout_ms.to_string())
         .env(ENV_PROTOCOL, PROTOCOL_VERSION.to_string())
@@ -100,6 +107,12 @@ pub(crate) fn spawn(
     for var in crate::systemd::MANAGER_ENV {
         cmd.env_remove(var);
     }
+    match env.balance {
+        Some((_, slot)) => cmd
+            .env(ENV_BALANCE_FD, (control_fd + 1).to_string())
+            .env(ENV_BALANCE_SLOT, slot.to_string()),
+        None => cmd.env_remove(ENV_BALANCE_FD).env_remove(ENV_BALANCE_SLOT),
+    };
     match env.reuseport {
         Some(addrs) => cmd.env(ENV_REUSEPORT, addrs),
         None => cmd.env_remove(ENV_REUSEPORT),

@@ -1,10 +1,14 @@
 //! The accept loop: stops on shutdown, survives EMFILE.
 
+use std::future::Future;
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::pin::pin;
 use std::time::Duration;
 
 use async_io::{Async, Timer};
+use prefork_core::balance::Balance;
 use prefork_core::Shutdown;
 use smol::future;
 
@@ -13,26 +17,86 @@ pub(crate) const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 /// The longest pause between accept attempts while errors repeat.
 pub(crate) const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// What `make_service`-like code sees as the peer of a connection on a Unix domain socket,
+/// which has no peer IP address: the unspecified address `0.0.0.0:0`.
+pub(crate) const UNIX_PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
+
+/// A listener the accept loop serves: TCP or a Unix domain socket.
+pub(crate) trait Listen: Send + Sync + 'static {
+    type Stream: Send + 'static;
+    fn accept_one(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+    fn describe(&self) -> String;
+}
+
+impl Listen for Async<TcpListener> {
+    type Stream = Async<TcpStream>;
+    async fn accept_one(&self) -> io::Result<(Async<TcpStream>, SocketAddr)> {
+        let (stream, peer) = self.accept().await?;
+        let _ = stream.get_ref().set_nodelay(true);
+        Ok((stream, peer))
+    }
+    fn describe(&self) -> String {
+        crate::listener::describe(self.get_ref())
+    }
+}
+
+impl Listen for Async<UnixListener> {
+    type Stream = Async<UnixStream>;
+    async fn accept_one(&self) -> io::Result<(Async<UnixStream>, SocketAddr)> {
+        let (stream, _) = self.accept().await?;
+        Ok((stream, UNIX_PEER))
+    }
+    fn describe(&self) -> String {
+        self.get_ref()
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+            .unwrap_or_else(|| "unix socket".into())
+    }
+}
+
 enum Event<T> {
     Accepted(T),
     Stop,
 }
 
 /// Accepts connections from `listener` and hands each to `on_connection`, until `shutdown`
-/// completes; then drops the listener (the worker's copy of it).
+/// completes; then drops the listener (the worker's copy of it). Before each accept, `balance`
+/// may hold the loop back while this worker holds more than its share of the open connections
+/// and the other workers keep accepting (see [`prefork_core::balance`]).
 ///
 /// Accept errors are not fatal: a per-connection error is retried at once; any other (EMFILE,
 /// ENFILE, ENOBUFS, ENOMEM) is logged and retried after a pause that doubles from
 /// [`ACCEPT_BACKOFF_MIN`] up to [`ACCEPT_BACKOFF_MAX`] while the errors last.
-pub(crate) async fn accept_loop(
-    listener: Async<TcpListener>,
+pub(crate) async fn accept_loop<L: Listen>(
+    listener: L,
     shutdown: Shutdown,
-    mut on_connection: impl FnMut(Async<TcpStream>, SocketAddr),
+    balance: Balance,
+    mut on_connection: impl FnMut(L::Stream, SocketAddr),
 ) {
-    let addr = crate::listener::describe(listener.get_ref());
+    let addr = listener.describe();
     let mut shutdown = pin!(shutdown);
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
+        if !balance.may_accept() {
+            let stopped = future::or(
+                async {
+                    balance.admit(Timer::after).await;
+                    false
+                },
+                async {
+                    shutdown.as_mut().await;
+                    true
+                },
+            )
+            .await;
+            if stopped {
+                break;
+            }
+        }
         // The shutdown is polled first: under load `accept` is always ready, and it must not
         // keep a stopping worker accepting.
         let event = future::or(
@@ -40,14 +104,13 @@ pub(crate) async fn accept_loop(
                 shutdown.as_mut().await;
                 Event::Stop
             },
-            async { Event::Accepted(listener.accept().await) },
+            async { Event::Accepted(listener.accept_one().await) },
         )
         .await;
         match event {
             Event::Stop => break,
             Event::Accepted(Ok((stream, peer))) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                let _ = stream.get_ref().set_nodelay(true);
                 on_connection(stream, peer);
             }
             Event::Accepted(Err(e)) if prefork_core::accept::is_connection_error(&e) => {
@@ -90,7 +153,12 @@ mod tests {
         let _queued: Vec<_> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
         shutdown.trigger(prefork_core::ShutdownReason::Requested);
         let mut accepted = 0;
-        smol::block_on(accept_loop(listener, shutdown, |_, _| accepted += 1));
+        smol::block_on(accept_loop(
+            listener,
+            shutdown,
+            Balance::disabled(),
+            |_, _| accepted += 1,
+        ));
         assert_eq!(accepted, 0);
     }
 
@@ -106,7 +174,10 @@ mod tests {
                 let _c = TcpStream::connect(addr).unwrap();
                 s.trigger(prefork_core::ShutdownReason::Requested);
             });
-            accept_loop(listener, shutdown, |_, _| accepted += 1).await;
+            accept_loop(listener, shutdown, Balance::disabled(), |_, _| {
+                accepted += 1
+            })
+            .await;
             client.join().unwrap();
             assert!(accepted <= 1);
         });

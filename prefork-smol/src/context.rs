@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::runtime::SharedExecutor;
 pub struct Context {
     pub(crate) worker_id: usize,
     pub(crate) listeners: Vec<Async<TcpListener>>,
+    pub(crate) unix_listeners: Vec<Async<UnixListener>>,
     pub(crate) shutdown: Shutdown,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) drain: prefork_core::Drain,
@@ -62,6 +64,18 @@ impl Context {
     /// tasks. Wrap one in `smol::net::TcpListener::from` for smol's `incoming()` stream.
     pub fn take_listeners(&mut self) -> Vec<Async<TcpListener>> {
         std::mem::take(&mut self.listeners)
+    }
+
+    /// The Unix domain socket listeners (`unix:/path` addresses), registered with the async-io
+    /// reactor. [`serve`](crate::serve) serves them with the TCP ones; a connection on them has
+    /// no peer IP address.
+    pub fn unix_listeners(&self) -> &[Async<UnixListener>] {
+        &self.unix_listeners
+    }
+
+    /// Takes the Unix domain socket listeners out of the context.
+    pub fn take_unix_listeners(&mut self) -> Vec<Async<UnixListener>> {
+        std::mem::take(&mut self.unix_listeners)
     }
 
     /// Takes the listeners out of the context as async-std listeners (built on the same async-io
@@ -115,6 +129,17 @@ impl Context {
     /// [`prefork_core::DrainConn::drive`].
     pub fn drain(&self) -> prefork_core::Drain {
         self.drain.clone()
+    }
+
+    /// The worker's handle on the master's balance table ([`prefork_core::balance`]): an accept
+    /// loop of your own calls [`Balance::admit`](prefork_core::balance::Balance::admit) (with
+    /// `async_io::Timer::after`) before each `accept`; [`serve`](crate::serve) does. Disabled
+    /// in a standalone process.
+    pub fn balance(&self) -> prefork_core::balance::Balance {
+        self.child
+            .as_ref()
+            .map(Child::balance)
+            .unwrap_or_else(prefork_core::balance::Balance::disabled)
     }
 
     /// The heartbeat to send from inside the worker's executor (`None` in a standalone

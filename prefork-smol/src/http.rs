@@ -4,11 +4,10 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use async_io::Async;
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper::{Request, Response};
@@ -61,7 +60,8 @@ where
     B::Error: Into<BoxError>,
 {
     let listeners = ctx.take_listeners();
-    if listeners.is_empty() {
+    let unix_listeners = ctx.take_unix_listeners();
+    if listeners.is_empty() && unix_listeners.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "no listener to serve on",
@@ -83,6 +83,22 @@ where
         accepting.push(ctx.spawn(accept_loop(
             listener,
             ctx.shutdown(),
+            ctx.balance(),
+            move |stream, peer| {
+                let conn = shared.drain.connection();
+                ex.spawn(connection(stream, peer, shared.clone(), conn))
+                    .detach();
+            },
+        )));
+    }
+    // Unix domain sockets: the same loop and drain; no peer IP (`UNIX_PEER`).
+    for listener in unix_listeners {
+        let shared = shared.clone();
+        let ex = ctx.executor().clone();
+        accepting.push(ctx.spawn(accept_loop(
+            listener,
+            ctx.shutdown(),
+            ctx.balance(),
             move |stream, peer| {
                 let conn = shared.drain.connection();
                 ex.spawn(connection(stream, peer, shared.clone(), conn))
@@ -141,12 +157,9 @@ where
 
 /// One accepted connection: TLS handshake (bounded) if configured, then HTTP until the client
 /// closes, or the worker stops and the connection has nothing in flight.
-async fn connection<S, B>(
-    stream: Async<TcpStream>,
-    peer: SocketAddr,
-    shared: Shared<S>,
-    conn: DrainConn,
-) where
+async fn connection<I, S, B>(stream: I, peer: SocketAddr, shared: Shared<S>, conn: DrainConn)
+where
+    I: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,

@@ -240,10 +240,23 @@ impl Server {
                     .into_iter()
                     .map(crate::into_async)
                     .collect::<io::Result<Vec<_>>>()?;
+                let unix_listeners = child
+                    .take_unix_listeners()
+                    .into_iter()
+                    .map(|l| {
+                        async_io::Async::new(l).map_err(|e| {
+                            io::Error::new(
+                                e.kind(),
+                                format!("registering a Unix listener with async-io: {e}"),
+                            )
+                        })
+                    })
+                    .collect::<io::Result<Vec<_>>>()?;
                 runtime::block_on(threads, move |executor: SharedExecutor| {
                     let ctx = Context {
                         worker_id: child.worker_id(),
                         listeners,
+                        unix_listeners,
                         shutdown: child.shutdown(),
                         shutdown_timeout: child.shutdown_timeout(),
                         drain: prefork_core::Drain::for_child(&child),

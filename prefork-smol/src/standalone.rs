@@ -200,6 +200,7 @@ impl Standalone {
             f(Context {
                 worker_id: 0,
                 listeners,
+                unix_listeners: Vec::new(),
                 drain: prefork_core::Drain::new(
                     shutdown.clone(),
                     prefork_core::Counters::default(),

@@ -1,9 +1,9 @@
 //! The TLS handshake, bounded in time: a failed or stalled handshake costs its connection only.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use async_io::{Async, Timer};
+use async_io::Timer;
 use futures_rustls::server::TlsStream;
 use futures_rustls::TlsAcceptor;
 use prefork_core::Shutdown;
@@ -12,13 +12,16 @@ use smol::future;
 /// Runs the server side of the handshake for at most `timeout`. `None` (the connection is
 /// dropped, i.e. closed) if it fails, times out, or the worker starts to stop meanwhile (a
 /// connection that never sent a request has nothing to drain).
-pub(crate) async fn handshake(
+pub(crate) async fn handshake<I>(
     acceptor: &TlsAcceptor,
-    stream: Async<TcpStream>,
+    stream: I,
     timeout: Duration,
     shutdown: &Shutdown,
     peer: SocketAddr,
-) -> Option<TlsStream<Async<TcpStream>>> {
+) -> Option<TlsStream<I>>
+where
+    I: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin,
+{
     // `None`: the timeout expired or the worker is stopping.
     let outcome = future::or(async { Some(acceptor.accept(stream).await) }, async {
         future::or(Timer::after(timeout), async {

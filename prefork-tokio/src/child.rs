@@ -12,7 +12,7 @@ use hyper_util::server::conn::auto;
 use prefork_core::{
     Child, Counters, Drain, Shutdown, DEFAULT_DRAIN_GRACE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 
 use crate::BoxError;
 
@@ -26,6 +26,7 @@ use crate::BoxError;
 pub struct TokioChild {
     worker_id: usize,
     listeners: Vec<TcpListener>,
+    unix_listeners: Vec<UnixListener>,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
     drain: Drain,
@@ -45,9 +46,23 @@ impl TokioChild {
             ));
         }
         let listeners = convert(child.take_listeners())?;
+        let unix_listeners = child
+            .take_unix_listeners()
+            .into_iter()
+            .map(|l| {
+                l.set_nonblocking(true)?;
+                UnixListener::from_std(l).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("registering a Unix listener with tokio: {e}"),
+                    )
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
         Ok(TokioChild {
             worker_id: child.worker_id(),
             listeners,
+            unix_listeners,
             shutdown: child.shutdown(),
             shutdown_timeout: child.shutdown_timeout(),
             drain: Drain::for_child(&child),
@@ -85,6 +100,7 @@ impl TokioChild {
         Ok(TokioChild {
             worker_id: 0,
             listeners: convert(listeners)?,
+            unix_listeners: Vec::new(),
             drain: Drain::new(shutdown.clone(), Counters::default(), DEFAULT_DRAIN_GRACE),
             shutdown,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
@@ -128,6 +144,17 @@ impl TokioChild {
     /// [`TokioChild::serve`] has nothing left to serve).
     pub fn take_listeners(&mut self) -> Vec<TcpListener> {
         std::mem::take(&mut self.listeners)
+    }
+
+    /// The Unix domain socket listeners (`unix:/path` addresses), in the order they were
+    /// configured. [`TokioChild::serve`] serves them with the TCP ones.
+    pub fn unix_listeners(&self) -> &[UnixListener] {
+        &self.unix_listeners
+    }
+
+    /// Takes the Unix domain socket listeners out of the context.
+    pub fn take_unix_listeners(&mut self) -> Vec<UnixListener> {
+        std::mem::take(&mut self.unix_listeners)
     }
 
     /// Completes on SIGTERM, SIGINT or the master's death: stop accepting and drain. Cheap to
@@ -189,6 +216,16 @@ impl TokioChild {
         self.drain.counters().clone()
     }
 
+    /// The worker's handle on the master's balance table ([`prefork_core::balance`]): an accept
+    /// loop of your own calls [`Balance::admit`](prefork_core::balance::Balance::admit) before
+    /// each `accept` ([`TokioChild::serve`] does). Disabled in a standalone context.
+    pub fn balance(&self) -> prefork_core::balance::Balance {
+        self.core
+            .as_ref()
+            .map(Child::balance)
+            .unwrap_or_else(prefork_core::balance::Balance::disabled)
+    }
+
     /// The core context (`None` for a [`TokioChild::standalone`] one), for what this type does
     /// not forward.
     pub fn core(&self) -> Option<&Child> {
@@ -198,7 +235,8 @@ impl TokioChild {
     /// Serves HTTP on every listener until the shutdown future completes, then drains, with
     /// the connection builder of [`http_builder`](crate::http_builder).
     ///
-    /// `make_service` is called once per accepted connection with the peer's address, and
+    /// `make_service` is called once per accepted connection with the peer's address (on a Unix
+    /// domain socket, which has no peer IP, the unspecified address `0.0.0.0:0`), and
     /// returns the service for that connection (clone your service, or wrap it to add the
     /// address to each request).
     ///
@@ -255,7 +293,17 @@ impl TokioChild {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let listeners = self.take_listeners();
+        use crate::serve::AnyListener;
+        let listeners = self
+            .take_listeners()
+            .into_iter()
+            .map(AnyListener::Tcp)
+            .chain(
+                self.take_unix_listeners()
+                    .into_iter()
+                    .map(AnyListener::Unix),
+            )
+            .collect();
         crate::serve::serve(self, listeners, http, make_service).await
     }
 }

@@ -17,7 +17,7 @@ use hyper_util::server::conn::auto;
 use prefork_core::accept::{is_connection_error, log_accept_error};
 use prefork_core::DrainConn;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::child::TokioChild;
 use crate::BoxError;
@@ -34,9 +34,53 @@ struct Shared {
     tls: Option<crate::tls::Tls>,
 }
 
+/// A listener of either kind: TCP, or a Unix domain socket (`unix:/path`).
+pub(crate) enum AnyListener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl AnyListener {
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(AnyStream, SocketAddr)>> {
+        match self {
+            AnyListener::Tcp(l) => l
+                .poll_accept(cx)
+                .map_ok(|(s, peer)| (AnyStream::Tcp(s), peer)),
+            // No peer IP on a Unix socket: the service sees the unspecified address.
+            AnyListener::Unix(l) => l
+                .poll_accept(cx)
+                .map_ok(|(s, _)| (AnyStream::Unix(s), UNIX_PEER)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            AnyListener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            AnyListener::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_else(|| "unix socket".into()),
+        }
+    }
+}
+
+/// What `make_service` receives for a connection on a Unix domain socket, which has no peer IP
+/// address: the unspecified address `0.0.0.0:0`.
+pub(crate) const UNIX_PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
+
+/// An accepted connection of either kind.
+enum AnyStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
 pub(crate) async fn serve<M, S, B>(
     child: TokioChild,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<AnyListener>,
     http: auto::Builder<TokioExecutor>,
     mut make_service: M,
 ) -> io::Result<()>
@@ -56,10 +100,7 @@ where
     });
     let drain = child.drain();
     let mut shutdown = child.shutdown();
-    let addrs: Vec<SocketAddr> = listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
+    let addrs: Vec<String> = listeners.iter().map(AnyListener::describe).collect();
     let heartbeat = child.core().map(|c| {
         let hb = c.heartbeat();
         // Inside the worker's event loop: a blocked loop stops the beats.
@@ -75,8 +116,18 @@ where
     tracing::debug!(worker = child.worker_id(), ?addrs, "accepting");
     child.ready()?;
 
+    // A worker over its share of the open connections leaves the shared queue to the others
+    // for a moment (prefork_core::balance).
+    let balance = child.balance();
     let mut next = 0;
     let reason = loop {
+        if !balance.may_accept() {
+            tokio::select! {
+                biased;
+                reason = &mut shutdown => break reason,
+                () = balance.admit(tokio::time::sleep) => {}
+            }
+        }
         let accepted = tokio::select! {
             biased;
             reason = &mut shutdown => break reason,
@@ -85,7 +136,18 @@ where
         match accepted {
             Ok((stream, peer)) => {
                 let service = make_service(peer);
-                spawn_connection(stream, peer, service, &shared, drain.connection());
+                let conn = drain.connection();
+                match stream {
+                    AnyStream::Tcp(stream) => {
+                        if let Err(e) = stream.set_nodelay(true) {
+                            tracing::debug!(error = %e, %peer, "TCP_NODELAY");
+                        }
+                        spawn_connection(stream, peer, service, &shared, conn);
+                    }
+                    AnyStream::Unix(stream) => {
+                        spawn_connection(stream, peer, service, &shared, conn);
+                    }
+                }
             }
             Err(e) if is_connection_error(&e) => {
                 tracing::debug!(error = %e, "accept: connection error");
@@ -121,7 +183,7 @@ where
 }
 
 /// The listeners' addresses, for log lines.
-struct DisplayAddrs<'a>(&'a [SocketAddr]);
+struct DisplayAddrs<'a>(&'a [String]);
 
 impl std::fmt::Display for DisplayAddrs<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,10 +200,10 @@ impl std::fmt::Display for DisplayAddrs<'_> {
 /// Polls every listener once, starting after the one that accepted last, so that no listener
 /// starves the others.
 fn poll_accept_any(
-    listeners: &[TcpListener],
+    listeners: &[AnyListener],
     next: &mut usize,
     cx: &mut Context<'_>,
-) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+) -> Poll<io::Result<(AnyStream, SocketAddr)>> {
     let n = listeners.len();
     for i in 0..n {
         let idx = (*next + i) % n;
@@ -153,13 +215,14 @@ fn poll_accept_any(
     Poll::Pending
 }
 
-fn spawn_connection<S, B>(
-    stream: TcpStream,
+fn spawn_connection<I, S, B>(
+    stream: I,
     peer: SocketAddr,
     service: S,
     shared: &Arc<Shared>,
     conn: DrainConn,
 ) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -167,9 +230,6 @@ fn spawn_connection<S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, %peer, "TCP_NODELAY");
-    }
     let shared = shared.clone();
     tokio::spawn(async move {
         #[cfg(feature = "tls")]

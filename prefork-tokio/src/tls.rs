@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prefork_core::rustls::ServerConfig;
-use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -41,11 +40,10 @@ impl Tls {
     /// this connection only. The protocol chosen by ALPN (`h2` or `http/1.1`, from the
     /// configuration's list) is what the client then speaks, and hyper-util's automatic builder
     /// follows it.
-    pub(crate) async fn handshake(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> Option<TlsStream<TcpStream>> {
+    pub(crate) async fn handshake<I>(&self, stream: I, peer: SocketAddr) -> Option<TlsStream<I>>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 tracing::trace!(

@@ -96,3 +96,76 @@ pub fn scaling_under_load_loses_nothing(bin: &Path, extra: &[&str]) {
         s.log()
     );
 }
+
+/// Starts `bin` with `workers` workers, opens a burst of 64 connections at once
+/// ([`connections_per_pid`](crate::load::connections_per_pid)), and returns how many each worker
+/// holds (pid 0: failed connections).
+pub fn burst(bin: &Path, workers: usize, extra: &[&str]) -> std::collections::BTreeMap<u32, usize> {
+    let n = workers.to_string();
+    let mut args = vec!["--addr", "127.0.0.1:0", "--workers", n.as_str()];
+    args.extend_from_slice(extra);
+    let s = Server::start(&bin.to_path_buf(), &args);
+    // Every worker is ready (and so counted in the balance table). No warm-up requests: their
+    // connections would still be closing during the burst and skew the counts it balances on.
+    assert_eq!(s.wait_ready().len(), workers, "{}", s.log());
+    crate::load::connections_per_pid(s.addr, 64)
+}
+
+/// The balance goal: a burst of 64 connections opened at once to 4 workers leaves every worker
+/// holding between 0.5× and 1.5× of its share (8..=24). Only the distribution is asserted, no
+/// timing.
+pub fn burst_is_balanced(bin: &Path, extra: &[&str]) {
+    let per = burst(bin, 4, extra);
+    assert!(!per.contains_key(&0), "failed connections: {per:?}");
+    assert_eq!(per.len(), 4, "every worker holds some: {per:?}");
+    for (pid, n) in &per {
+        assert!(
+            (8..=24).contains(n),
+            "worker {pid} holds {n} of 64 connections, outside 8..=24: {per:?}"
+        );
+    }
+}
+
+/// `--addr unix:PATH`: a raw HTTP/1.1 request over a `UnixStream` gets `Hello, World!` from
+/// every worker's accept loop, and SIGTERM drains and exits 0.
+pub fn serves_on_a_unix_socket(bin: &Path) {
+    use std::io::{Read, Write};
+    let dir = crate::temp_dir("unix");
+    let path = dir.join("hello.sock");
+    let addr = format!("unix:{}", path.display());
+    let mut s = Server::start_ready(
+        &bin.to_path_buf(),
+        &["--addr", &addr, "--workers", "2"],
+        &[],
+    );
+    let get = |target: &str| {
+        let mut c = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        c.set_read_timeout(Some(DEADLINE)).unwrap();
+        write!(
+            c,
+            "GET {target} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out
+    };
+    let hello = get("/");
+    assert!(
+        hello.starts_with("HTTP/1.1 200") && hello.ends_with("Hello, World!"),
+        "{hello:?}\n{}",
+        s.log()
+    );
+    let mut pids = BTreeSet::new();
+    assert!(
+        wait_until(DEADLINE, || {
+            let r = get("/pid");
+            pids.insert(r.rsplit("\r\n\r\n").next().unwrap_or("").to_owned());
+            pids.len() >= 2
+        }),
+        "both workers answer: {pids:?}"
+    );
+    s.signal(Sig::SIGTERM);
+    let status = s.wait_exit(DEADLINE).expect("the master exits");
+    assert!(status.success(), "{}", s.log());
+}

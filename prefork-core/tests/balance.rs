@@ -1,0 +1,31 @@
+//! Balanced accept on the real `std_hello`: a burst of connections opened at once is spread
+//! over every worker (issue 16).
+
+#[test]
+fn a_burst_of_64_connections_spreads_over_4_workers() {
+    prefork_testutil::ops::burst_is_balanced(&prefork_testutil::example_bin("std_hello"), &[]);
+}
+
+/// The measurement behind the figures (not a check): for N = 2, 4, 8, three bursts of 64
+/// connections each, printed per worker. `BALANCE_BIN` picks the program (default: std_hello),
+/// e.g. a release build of another adapter's contract program; run the master with
+/// `PREFORK_BALANCE=off` in the environment for the unbalanced figures.
+///
+/// `BALANCE_BIN=target/release/examples/hyper_hello cargo test -p prefork-core --test balance
+/// -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn distribution() {
+    let bin = std::env::var_os("BALANCE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| prefork_testutil::example_bin("std_hello"));
+    for workers in [2, 4, 8] {
+        for round in 0..3 {
+            let per = prefork_testutil::ops::burst(&bin, workers, &[]);
+            let mut counts: Vec<usize> = per.values().copied().collect();
+            counts.sort_unstable_by(|a, b| b.cmp(a));
+            counts.resize(workers.max(counts.len()), 0);
+            println!("N={workers} round {round}: {counts:?}");
+        }
+    }
+}

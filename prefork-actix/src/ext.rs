@@ -235,7 +235,7 @@ fn actix_tls_config(
     config
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tls"))]
 mod tests {
     use super::*;
 

@@ -57,8 +57,8 @@
 //!
 //! # async-std (feature `async-std`)
 //! async-std is discontinued upstream; its authors name smol as its successor. Its listener is
-//! built on the same async-io reactor, so [`into_async_std`] and
-//! [`Context::take_async_std_listeners`] simply hand the socket over, for code that still uses
+//! built on the same async-io reactor, so `into_async_std` and
+//! `Context::take_async_std_listeners` simply hand the socket over, for code that still uses
 //! it.
 //!
 //! [smol]: https://docs.rs/smol

@@ -9,10 +9,10 @@
 //! plain TCP (h2c) or chosen by ALPN over TLS. Error messages are expected to start with the
 //! program's name (`hyper_hello: ...`), as the examples print them.
 //!
-//! A scenario that ends with the server still running returns it ([`serves_from_every_worker`](contract::serves_from_every_worker),
-//! [`no_prefork_serves`](contract::no_prefork_serves), [`tls_serves_and_survives_bad_handshakes`](contract::tls_serves_and_survives_bad_handshakes)) so that a crate can check
+//! A scenario that ends with the server still running returns it ([`serves_from_every_worker`],
+//! [`no_prefork_serves`], [`tls_serves_and_survives_bad_handshakes`]) so that a crate can check
 //! its own details (threads, say) on the same processes; the scenario that stops it takes it
-//! ([`replaces_a_killed_worker_and_dies_with_the_master`](contract::replaces_a_killed_worker_and_dies_with_the_master), [`no_prefork_drains_a_slow_request`](contract::no_prefork_drains_a_slow_request)).
+//! ([`replaces_a_killed_worker_and_dies_with_the_master`], [`no_prefork_drains_a_slow_request`]).
 //! Dropping a [`Server`] kills what is left of it.
 
 use std::collections::BTreeSet;

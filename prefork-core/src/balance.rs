@@ -362,17 +362,20 @@ impl Balance {
     }
 
     /// Whether this worker is within its share: `mine ≤ (total + 1) / live + 1` (the
-    /// connection about to be accepted counted in). Always `true` when disabled, or while the
-    /// master does not count this worker as accepting.
+    /// connection about to be accepted counted in). A worker the master does not (yet) count as
+    /// accepting (its ready is still on its way, or its heartbeats look late to the master)
+    /// counts itself in: it is balanced against the others all the same. Always `true` when
+    /// disabled.
     pub fn may_accept(&self) -> bool {
         let Some((map, me)) = self.inner.as_deref() else {
             return true;
         };
+        let (mine, mut total, mut live) = self.share();
         if map.layout().slots[*me].accepting.load(Ordering::Relaxed) == 0 {
-            return true;
+            total += mine;
+            live += 1;
         }
-        let (mine, total, live) = self.share();
-        live == 0 || mine * live <= total + 1 + SLACK * live
+        mine * live <= total + 1 + SLACK * live
     }
 
     /// The connections the *other* workers accepted so far (a change means one of them is
@@ -501,9 +504,13 @@ mod tests {
         let d = table.alloc().unwrap();
         assert_eq!(d, w[2].0, "the lowest free slot is reused");
         assert_eq!(table.worker(d).share().0, 0, "a reused slot starts empty");
-        // A worker the master does not count as accepting (not ready yet) always admits.
+        // A worker the master does not count as accepting yet still counts itself in.
         table.set_accepting(w[0].0, false);
-        assert!(a.may_accept());
+        assert_eq!(a.share(), (4, 0, 1));
+        assert!(!a.may_accept(), "4 > (4 + 1) / 2 + 1");
+        a.closed();
+        a.closed();
+        assert!(a.may_accept(), "2 <= (2 + 1) / 2 + 1");
     }
 
     #[test]

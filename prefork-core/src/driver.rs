@@ -362,19 +362,27 @@ impl Driver {
     }
 
     /// Marks each worker process's balance slot accepting while the supervisor has it ready
-    /// (not starting, not draining).
+    /// (not starting, not draining) and its heartbeats are on time: a worker whose event loop
+    /// is stuck stops pulling the average down (the others would otherwise all be over it and
+    /// accept only after their patience) long before the watchdog replaces it.
     fn sync_balance(&self) {
         let Some(table) = &self.balance else {
             return;
         };
-        let ready: std::collections::HashSet<Key> = self
+        let late = 3 * crate::health::heartbeat_interval(self.cfg.worker_timeout);
+        let accepting: std::collections::HashSet<u32> = self
             .sup
-            .ready_workers()
+            .stats(Instant::now())
             .into_iter()
-            .map(|(k, _)| k)
+            .filter(|w| w.ready && w.heartbeat_age.is_none_or(|age| age <= late))
+            .map(|w| w.pid)
             .collect();
         for (key, &i) in &self.balance_slots {
-            table.set_accepting(i, ready.contains(key));
+            let on = self
+                .procs
+                .get(key)
+                .is_some_and(|p| accepting.contains(&p.pid));
+            table.set_accepting(i, on);
         }
     }
 

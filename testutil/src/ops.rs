@@ -101,6 +101,15 @@ pub fn scaling_under_load_loses_nothing(bin: &Path, extra: &[&str]) {
 /// ([`connections_per_pid`](crate::load::connections_per_pid)), and returns how many each worker
 /// holds (pid 0: failed connections).
 pub fn burst(bin: &Path, workers: usize, extra: &[&str]) -> std::collections::BTreeMap<u32, usize> {
+    burst_with_log(bin, workers, extra).0
+}
+
+/// [`burst`], with the server's log.
+pub fn burst_with_log(
+    bin: &Path,
+    workers: usize,
+    extra: &[&str],
+) -> (std::collections::BTreeMap<u32, usize>, String) {
     let n = workers.to_string();
     let mut args = vec!["--addr", "127.0.0.1:0", "--workers", n.as_str()];
     args.extend_from_slice(extra);
@@ -108,20 +117,21 @@ pub fn burst(bin: &Path, workers: usize, extra: &[&str]) -> std::collections::BT
     // Every worker is ready (and so counted in the balance table). No warm-up requests: their
     // connections would still be closing during the burst and skew the counts it balances on.
     assert_eq!(s.wait_ready().len(), workers, "{}", s.log());
-    crate::load::connections_per_pid(s.addr, 64)
+    let per = crate::load::connections_per_pid(s.addr, 64);
+    (per, s.log())
 }
 
 /// The balance goal: a burst of 64 connections opened at once to 4 workers leaves every worker
 /// holding between 0.5× and 1.5× of its share (8..=24). Only the distribution is asserted, no
 /// timing.
 pub fn burst_is_balanced(bin: &Path, extra: &[&str]) {
-    let per = burst(bin, 4, extra);
-    assert!(!per.contains_key(&0), "failed connections: {per:?}");
-    assert_eq!(per.len(), 4, "every worker holds some: {per:?}");
+    let (per, log) = burst_with_log(bin, 4, extra);
+    assert!(!per.contains_key(&0), "failed connections: {per:?}\n{log}");
+    assert_eq!(per.len(), 4, "every worker holds some: {per:?}\n{log}");
     for (pid, n) in &per {
         assert!(
             (8..=24).contains(n),
-            "worker {pid} holds {n} of 64 connections, outside 8..=24: {per:?}"
+            "worker {pid} holds {n} of 64 connections, outside 8..=24: {per:?}\n{log}"
         );
     }
 }

@@ -108,6 +108,13 @@ impl Listener {
     }
 }
 
+/// How long a client may take to send a request's head (slow or silent clients are closed).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle keep-alive connection stays open.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// The longest request head accepted (request line and headers).
+const MAX_HEAD: usize = 64 * 1024;
+
 /// An accepted connection of either kind.
 enum Stream {
     Tcp(TcpStream),
@@ -373,25 +380,38 @@ fn connection(
     stream.prepare()?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
-    let mut line = String::new();
+    let mut raw = Vec::new();
     let drain = conn.drain();
     loop {
-        line.clear();
+        raw.clear();
         let mut idle_since: Option<Instant> = None;
+        let waiting = Instant::now();
         loop {
-            let before = line.len();
-            match reader.read_line(&mut line) {
+            let before = raw.len();
+            match reader.read_until(b'\n', &mut raw) {
                 Ok(0) => return Ok(()),
                 Ok(_) => {
                     conn.on_read();
                     break;
                 }
                 Err(e) if is_timeout(&e) => {
-                    if line.len() > before {
+                    if raw.len() > before {
                         conn.on_read();
                         idle_since = None;
                     }
-                    if drain.is_draining() && line.is_empty() {
+                    // A request started but not finished in time (a slow or silent client), an
+                    // idle keep-alive connection past its timeout, or garbage without a newline:
+                    // closed.
+                    if !raw.is_empty() && waiting.elapsed() >= HEADER_READ_TIMEOUT {
+                        return Ok(());
+                    }
+                    if raw.len() > MAX_HEAD {
+                        return Ok(());
+                    }
+                    if raw.is_empty() && waiting.elapsed() >= KEEPALIVE_TIMEOUT {
+                        return Ok(());
+                    }
+                    if drain.is_draining() && raw.is_empty() {
                         let since = *idle_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= drain.grace() {
                             return Ok(());
@@ -402,6 +422,19 @@ fn connection(
             }
         }
         conn.request_started(false);
+        let line = String::from_utf8_lossy(&raw).into_owned();
+        // Not an HTTP/1.x request line: 400, then closed (the worker is unaffected).
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if line.len() > MAX_HEAD
+            || parts.len() != 3
+            || !(parts[2] == "HTTP/1.1" || parts[2] == "HTTP/1.0")
+        {
+            let _ = conn.response_ready();
+            let _ = writer.write_all(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+            return Ok(());
+        }
         let result = respond(&mut reader, &mut writer, &line, sleep, conn, looper);
         if !result? {
             return Ok(());
@@ -420,6 +453,8 @@ fn respond(
 ) -> io::Result<bool> {
     let mut close = false;
     let mut header = String::new();
+    let started = Instant::now();
+    let mut head_bytes = request_line.len();
     loop {
         header.clear();
         match reader.read_line(&mut header) {
@@ -427,8 +462,24 @@ fn respond(
                 let _ = conn.response_ready();
                 return Ok(false);
             }
-            Ok(_) => conn.on_read(),
-            Err(e) if is_timeout(&e) => continue,
+            Ok(n) => {
+                conn.on_read();
+                head_bytes += n;
+                if head_bytes > MAX_HEAD {
+                    let _ = conn.response_ready();
+                    writer.write_all(
+                        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    )?;
+                    return Ok(false);
+                }
+            }
+            Err(e) if is_timeout(&e) => {
+                if started.elapsed() >= HEADER_READ_TIMEOUT || header.len() > MAX_HEAD {
+                    let _ = conn.response_ready();
+                    return Ok(false);
+                }
+                continue;
+            }
             Err(e) => {
                 let _ = conn.response_ready();
                 return Err(e);

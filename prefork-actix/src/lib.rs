@@ -174,6 +174,8 @@
 //! ...) come from [`prefork_core`], actix-server logs its own start and stop, and this crate logs
 //! only at debug level.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// One exception, in `worker.rs`: closing the listener copies that actix-server still owns.
+#![deny(unsafe_code)]
 
 mod config;
 mod ext;

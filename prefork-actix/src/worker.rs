@@ -177,6 +177,7 @@ fn fallback_heartbeat(
 /// leaves them alone: each descriptor is atomically replaced by one on `/dev/null`, so the
 /// listening socket's reference is dropped now and the accept thread closes only `/dev/null`
 /// when it stops.
+#[allow(unsafe_code)]
 fn close_listener_copies(fds: &[RawFd]) {
     let devnull = match std::fs::File::open("/dev/null") {
         Ok(f) => f,

@@ -88,6 +88,7 @@
 //! timeout, recovery budget, hooks, TLS. For a hand-written server on the same model, use
 //! [`prefork_tokio::Builder::run`] (or [`prefork_tokio::Standalone::run`]) and [`serve_child`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
 
 mod builder;
 mod service;

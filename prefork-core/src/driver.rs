@@ -123,7 +123,8 @@ pub(crate) fn run(mut cfg: Prefork) -> Result<(), Error> {
 
     // The balance table: only with a shared socket (in SO_REUSEPORT mode the kernel picks the
     // socket, and deferring an accept would only delay that worker's own queue).
-    let balance = if bound.reuseport.is_some()
+    let balance = if !cfg.balance
+        || bound.reuseport.is_some()
         || std::env::var_os("PREFORK_BALANCE").is_some_and(|v| v == "off")
     {
         None

@@ -63,6 +63,7 @@
 //!
 //! [smol]: https://docs.rs/smol
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
 
 mod accept;
 mod context;

@@ -77,6 +77,7 @@
 //! [`TokioChild::serve`] and each connection is served in one task, with no channel or extra
 //! task in between; the adapter allocates nothing per request.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
 
 mod builder;
 mod child;

@@ -111,7 +111,13 @@ pub fn burst_with_log(
     extra: &[&str],
 ) -> (std::collections::BTreeMap<u32, usize>, String) {
     let n = workers.to_string();
-    let mut args = vec!["--addr", "127.0.0.1:0", "--workers", n.as_str()];
+    let mut args = vec![
+        "--addr",
+        "127.0.0.1:0",
+        "--workers",
+        n.as_str(),
+        "--balance",
+    ];
     args.extend_from_slice(extra);
     let s = Server::start(&bin.to_path_buf(), &args);
     // Every worker is ready (and so counted in the balance table). No warm-up requests: their

@@ -59,9 +59,9 @@ impl Adapter {
         self != Adapter::Std
     }
 
-    /// Speaks cleartext HTTP/2 with prior knowledge (actix-web's `listen` is HTTP/1.1 only).
+    /// Speaks cleartext HTTP/2 with prior knowledge (actix-web's `listen` is HTTP/1.1 only; smol serves HTTP/2 over TLS only).
     pub(crate) fn h2c(self) -> bool {
-        matches!(self, Adapter::Hyper | Adapter::Axum | Adapter::Smol)
+        matches!(self, Adapter::Hyper | Adapter::Axum)
     }
 
     pub(crate) fn bin(self) -> PathBuf {

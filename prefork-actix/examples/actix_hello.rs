@@ -1,4 +1,4 @@
-//! actix-web under prefork, started from `#[actix_web::main]`: the example contract of DESIGN.md.
+//! actix-web under prefork, started from `#[actix_web::main]`: the contract program the tests and benchmarks drive.
 //!
 //! Run with: `cargo run -p prefork-actix --example actix_hello -- --addr 127.0.0.1:8080 --workers 2`
 //!
@@ -18,7 +18,7 @@ use clap::Parser;
 use prefork_actix::{Config, HttpServerExt as _, PreforkMiddleware};
 use prefork_testutil::example;
 
-/// The example contract's flags (see DESIGN.md), plus two of this example's own.
+/// The contract programs' shared flags, plus two of this example's own.
 #[derive(Parser, Debug)]
 struct Args {
     #[command(flatten)]

@@ -3,7 +3,7 @@
 //!
 //! Run with: `cargo run -p prefork-actix --example actix_minimal -- --addr 127.0.0.1:8080 --workers 2`
 //!
-//! Takes the flags of the example contract (see DESIGN.md) but uses only `--addr` and
+//! Takes the contract programs' shared flags but uses only `--addr` and
 //! `--workers`; see `actix_hello` for the full program.
 
 use actix_web::{web, App, HttpServer};

@@ -18,7 +18,7 @@ use clap::Parser;
 use prefork_axum::Standalone;
 use prefork_testutil::example;
 
-/// The example contract's flags (see DESIGN.md).
+/// The contract programs' shared flags.
 #[derive(Parser, Debug)]
 struct Args {
     #[command(flatten)]

@@ -31,7 +31,7 @@ use prefork_core::balance::{Admit, AdmitWait, Balance};
 use prefork_core::{Child, Drain, DrainConn};
 use prefork_testutil::example;
 
-/// The example contract's flags (see DESIGN.md), plus two of this example's own.
+/// The contract programs' shared flags, plus two of this example's own.
 #[derive(Parser, Debug)]
 struct Args {
     #[command(flatten)]

@@ -93,11 +93,10 @@ impl Mapping {
                 format!("the balance table is {size} bytes, not {SIZE}"),
             ));
         }
-        // SAFETY: mapping a descriptor we borrow, of exactly SIZE bytes (checked above), shared
-        // and read-write; the kernel picks the address. The memory is zero-filled by the kernel
-        // (a fresh memfd) or written only through the atomics of `Layout`, whose all-zero and
-        // every other bit pattern are valid, so viewing it as `Layout` is sound. It stays mapped
-        // until `Drop` unmaps it, and no reference outlives `self`.
+        // The memory is zero-filled (a fresh memfd) or written only through `Layout`'s atomics,
+        // for which every bit pattern is valid; it stays mapped until `Drop` unmaps it.
+        // SAFETY: maps a borrowed descriptor of exactly SIZE bytes (checked above), shared and
+        // read-write, at an address the kernel picks; no reference outlives `self`.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),

@@ -206,11 +206,11 @@ mod imp {
 
     /// Adds the pre-exec step. Everything it uses was computed before; it allocates nothing.
     fn apply(cmd: &mut Command, id: Option<Identity>, cpu: Option<CpuSet>, tls: Option<OwnedFd>) {
-        // SAFETY: the closure runs in the forked child before exec. It calls only fcntl,
-        // setgroups, setgid, setuid and sched_setaffinity (async-signal-safe system calls, through
-        // nix's thin wrappers that do not allocate) on values computed before the fork. `tls`
-        // is owned by the closure, so its fd stays open in the master until the command (and the
+        // The closure owns `tls`, so its fd stays open in the master until the command (and the
         // closure) is dropped after the spawn.
+        // SAFETY: runs in the forked child before exec, calling only fcntl, setgroups, setgid,
+        // setuid and sched_setaffinity (async-signal-safe, through nix's non-allocating
+        // wrappers) on values computed before the fork.
         unsafe {
             cmd.pre_exec(move || {
                 if let Some(fd) = &tls {

@@ -135,10 +135,9 @@ pub(crate) fn spawn(
     let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(soft, _)| soft.min(1 << 20) as RawFd)
         .unwrap_or(1024);
-    // SAFETY: the closure runs in the forked child before exec and calls only dup2, fcntl and
-    // close_range, which are async-signal-safe system calls; it allocates nothing. `raw` holds
-    // descriptors that stay open in the master until `spawn` returns, so they are valid in the
-    // child.
+    // SAFETY: runs in the forked child before exec, calling only dup2, fcntl and close_range
+    // (async-signal-safe) without allocating; `raw`'s descriptors stay open in the master until
+    // `spawn` returns, so they are valid in the child.
     unsafe {
         cmd.pre_exec(move || {
             for (i, &fd) in raw.iter().enumerate() {

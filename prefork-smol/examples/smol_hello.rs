@@ -1,4 +1,4 @@
-//! Hello World on smol + hyper under prefork: the example contract of DESIGN.md.
+//! Hello World on smol + hyper under prefork: the contract program the tests and benchmarks drive.
 //!
 //! Run with: `cargo run -p prefork-smol --example smol_hello -- --addr 127.0.0.1:8080 --workers 2`
 //!
@@ -19,7 +19,7 @@ use hyper::{Request, Response, StatusCode};
 use prefork_smol::{Server, Standalone};
 use prefork_testutil::example;
 
-/// The example contract's flags (see DESIGN.md).
+/// The contract programs' shared flags.
 #[derive(Parser, Debug)]
 struct Args {
     #[command(flatten)]

@@ -22,7 +22,7 @@ use hyper::{Request, Response, StatusCode};
 use prefork_testutil::example;
 use prefork_tokio::Standalone;
 
-/// The example contract's flags (see DESIGN.md).
+/// The contract programs' shared flags.
 #[derive(Parser, Debug)]
 struct Args {
     #[command(flatten)]

@@ -309,26 +309,52 @@ pub fn read_response(stream: &mut std::net::TcpStream) -> String {
 /// client sent (its receive queue in `/proc/net/tcp` is empty): the readiness signal for "the
 /// request is in the server's hands".
 pub fn server_has_read(server: SocketAddr, client: SocketAddr) -> bool {
-    let hex = |a: SocketAddr| match a {
-        SocketAddr::V4(a) => format!(
-            "{:08X}:{:04X}",
-            u32::from_le_bytes(a.ip().octets()),
-            a.port()
-        ),
-        SocketAddr::V6(_) => String::new(),
+    tcp_sockets(server)
+        .iter()
+        .any(|s| s.remote == client && s.unread == 0)
+}
+
+/// One IPv4 TCP socket from `/proc/net/tcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSocket {
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// Whether the connection is established (state `01`).
+    pub established: bool,
+    /// Bytes received and not yet read by the process.
+    pub unread: u64,
+}
+
+/// The IPv4 TCP sockets whose local address is `local` (a server's side of its connections),
+/// from `/proc/net/tcp`; empty for an IPv6 address or when the table cannot be read.
+pub fn tcp_sockets(local: SocketAddr) -> Vec<TcpSocket> {
+    let SocketAddr::V4(a) = local else {
+        return Vec::new();
     };
-    let (local, remote) = (hex(server), hex(client));
-    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
-        return false;
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(a.ip().octets()),
+        a.port()
+    );
+    let parse_addr = |hex: &str| -> Option<SocketAddr> {
+        let (ip, port) = hex.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?.to_le_bytes();
+        Some(SocketAddr::from((ip, u16::from_str_radix(port, 16).ok()?)))
     };
-    table.lines().skip(1).any(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        f.len() > 4
-            && f[1] == local
-            && f[2] == remote
-            && f[4]
-                .split(':')
-                .nth(1)
-                .is_some_and(|rx| rx.trim_start_matches('0').is_empty())
-    })
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() <= 4 || f[1] != local {
+                return None;
+            }
+            Some(TcpSocket {
+                remote: parse_addr(f[2])?,
+                established: f[3] == "01",
+                unread: u64::from_str_radix(f[4].split(':').nth(1)?, 16).ok()?,
+            })
+        })
+        .collect()
 }

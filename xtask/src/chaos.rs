@@ -377,28 +377,13 @@ fn all_children(pid: u32) -> Vec<u32> {
 }
 
 /// The server side of the established IPv4 connections to `addr`: how many, and the bytes they
-/// have not read yet (from `/proc/net/tcp`).
+/// have not read yet.
 fn server_side(addr: SocketAddr) -> (usize, u64) {
-    let SocketAddr::V4(a) = addr else {
-        return (0, 0);
-    };
-    let local = format!(
-        "{:08X}:{:04X}",
-        u32::from_le_bytes(a.ip().octets()),
-        a.port()
-    );
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let mut conns = 0;
-    let mut unread = 0;
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() > 4 && f[1] == local && f[3] == "01" {
-            conns += 1;
-            let rx = f[4].split(':').nth(1).unwrap_or("0");
-            unread += u64::from_str_radix(rx, 16).unwrap_or(0);
-        }
-    }
-    (conns, unread)
+    let conns: Vec<_> = prefork_testutil::tcp_sockets(addr)
+        .into_iter()
+        .filter(|s| s.established)
+        .collect();
+    (conns.len(), conns.iter().map(|s| s.unread).sum())
 }
 
 fn no_zombie(pid: u32) -> bool {

@@ -37,7 +37,7 @@ pub(crate) const SLOTS: usize = 1024;
 
 /// How long a worker over its share waits for another worker to accept before it accepts
 /// anyway.
-pub const PATIENCE: Duration = Duration::from_millis(5);
+pub const PATIENCE: Duration = Duration::from_millis(20);
 
 /// How often a deferring worker looks at the table again.
 pub const RECHECK: Duration = Duration::from_millis(1);

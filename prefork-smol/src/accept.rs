@@ -58,6 +58,43 @@ impl Listen for Async<UnixListener> {
     }
 }
 
+/// What the start of a TLS connection needs from the accepted socket besides reading and
+/// writing (to answer plain HTTP on a TLS port, see `tls::handshake`).
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+pub(crate) trait Socket {
+    /// Copies the first bytes the client sent into `buf` without consuming them, once some have
+    /// come; `None` where the stream cannot be peeked.
+    fn peek_first<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = Option<io::Result<usize>>> + Send + 'a;
+
+    /// Ends the sending side (the client reads the end after what was sent). async-io's
+    /// `close` only flushes.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Socket for Async<TcpStream> {
+    async fn peek_first<'a>(&'a self, buf: &'a mut [u8]) -> Option<io::Result<usize>> {
+        Some(self.peek(buf).await)
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.get_ref().shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// async-io has no `peek` for a Unix stream: TLS on a Unix socket goes to the handshake at once.
+impl Socket for Async<UnixStream> {
+    async fn peek_first<'a>(&'a self, _: &'a mut [u8]) -> Option<io::Result<usize>> {
+        None
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.get_ref().shutdown(std::net::Shutdown::Write)
+    }
+}
+
 enum Event<T> {
     Accepted(T),
     Stop,

@@ -14,7 +14,7 @@ use hyper::{Request, Response};
 use prefork_core::{Drain, DrainConn, Shutdown};
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
-use crate::accept::accept_loop;
+use crate::accept::{accept_loop, Socket};
 use crate::runtime::SharedExecutor;
 use crate::Context;
 
@@ -159,7 +159,7 @@ where
 /// closes, or the worker stops and the connection has nothing in flight.
 async fn connection<I, S, B>(stream: I, peer: SocketAddr, shared: Shared<S>, conn: DrainConn)
 where
-    I: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin + Send + 'static,
+    I: futures_io::AsyncRead + futures_io::AsyncWrite + Socket + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,

@@ -115,7 +115,8 @@ impl Server {
     /// death) stops accepting, lets in-flight requests finish, closes idle keep-alive
     /// connections, and returns once all connections are gone or after
     /// [`Context::drain_timeout`] (the [`Prefork::shutdown_timeout`] less a margin). A TLS
-    /// handshake that fails or outlasts its timeout closes that connection only. Accept errors
+    /// handshake that fails or outlasts its timeout closes that connection only; plain HTTP sent
+    /// to the TLS port is answered `400 Bad Request` (HTTPS expected), then closed. Accept errors
     /// such as EMFILE are logged and retried after a short pause; they never stop the worker.
     ///
     /// The service is shared by every connection (it is put in an `Arc`), hence `Sync`. It is

@@ -90,6 +90,14 @@ fn tls_serves_and_survives_bad_handshakes() {
     contract::tls_serves_and_survives_bad_handshakes(&bin(), &[], true);
 }
 
+/// Plain HTTP on the TLS port: a `400` saying HTTPS is expected, then the close; the workers
+/// keep serving HTTPS.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_answers_plain_http_with_400() {
+    contract::tls_answers_plain_http_with_400(&bin(), &[]);
+}
+
 #[cfg(feature = "tls")]
 #[test]
 fn bad_tls_inputs_fail_fast() {

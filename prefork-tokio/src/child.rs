@@ -247,8 +247,9 @@ impl TokioChild {
     ///   the client opens with the HTTP/2 preface (h2c, or `h2` negotiated by ALPN over TLS);
     ///   HTTP upgrades (websockets) work.
     /// - **TLS.** With a TLS configuration, each connection's handshake runs in its own task,
-    ///   bounded by the handshake timeout; a failed or stalled handshake (plain HTTP, garbage, a
-    ///   client that stops mid-handshake) costs that connection only and is logged at `debug`.
+    ///   bounded by the handshake timeout; a failed or stalled handshake (garbage, a client that
+    ///   stops mid-handshake) costs that connection only and is logged at `debug`. Plain HTTP
+    ///   sent to the TLS port is answered `400 Bad Request` (HTTPS expected), then closed.
     /// - **Shutdown.** When [`TokioChild::shutdown`] completes: the listeners are closed (in the
     ///   shared-socket mode the other workers keep accepting from the queue), idle keep-alive
     ///   connections are closed, in-flight requests finish (HTTP/1.1 answers them with

@@ -78,6 +78,31 @@ enum AnyStream {
     Unix(UnixStream),
 }
 
+/// A connection whose first bytes can be looked at before the TLS handshake reads them (to
+/// answer plain HTTP on a TLS port, see `Tls::handshake`).
+pub(crate) trait Peek {
+    /// Copies the first bytes the client sent into `buf` without consuming them, once some have
+    /// come; `None` where the stream cannot be peeked.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    fn peek_first<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> impl Future<Output = Option<io::Result<usize>>> + Send + 'a;
+}
+
+impl Peek for TcpStream {
+    async fn peek_first<'a>(&'a self, buf: &'a mut [u8]) -> Option<io::Result<usize>> {
+        Some(self.peek(buf).await)
+    }
+}
+
+/// tokio's Unix stream has no `peek`: TLS on a Unix socket goes to the handshake at once.
+impl Peek for UnixStream {
+    async fn peek_first<'a>(&'a self, _: &'a mut [u8]) -> Option<io::Result<usize>> {
+        None
+    }
+}
+
 pub(crate) async fn serve<M, S, B>(
     child: TokioChild,
     listeners: Vec<AnyListener>,
@@ -222,7 +247,7 @@ fn spawn_connection<I, S, B>(
     shared: &Arc<Shared>,
     conn: DrainConn,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Peek + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,

@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::*;
 
@@ -448,20 +448,13 @@ fn tls_pids(addr: SocketAddr, ca: &str, n: usize) -> BTreeSet<u32> {
     seen
 }
 
-/// Proves HTTPS with `--cert/--key` (plus `extra` flags) and that bad handshakes cost their
-/// connection only. Through a client that trusts the test CA, `/` says hello: over HTTP/2
-/// when `h2` is offered (if `expect_h2`, else HTTP/1.1), over HTTP/1.1 when only it or no
-/// ALPN is offered. Plain HTTP sent to the TLS port gets no HTTP answer and is closed;
-/// random bytes are closed; a client that stalls mid-handshake and one that sends nothing are
-/// closed by the handshake timeout (`--tls-handshake-timeout-ms 300`). Afterwards the same
-/// two workers (none restarted) all still serve HTTPS.
-///
-/// Returns the server, still running, for the caller's own checks.
-pub fn tls_serves_and_survives_bad_handshakes(
+/// Starts `bin` as [`start`] does, serving HTTPS with fresh test certificates (written to the
+/// returned directory) and `--tls-handshake-timeout-ms handshake_timeout_ms`, plus `extra`.
+fn start_tls(
     bin: &Path,
+    handshake_timeout_ms: &str,
     extra: &[&str],
-    expect_h2: bool,
-) -> Server {
+) -> (Server, TestCerts, PathBuf) {
     let certs = TestCerts::generate();
     let dir = temp_dir("contract-tls");
     let (cert, key) = certs.write_to(&dir);
@@ -472,10 +465,28 @@ pub fn tls_serves_and_survives_bad_handshakes(
         "--key",
         key,
         "--tls-handshake-timeout-ms",
-        "300",
+        handshake_timeout_ms,
     ];
     args.extend_from_slice(extra);
-    let s = start(bin, &args);
+    (start(bin, &args), certs, dir)
+}
+
+/// Proves HTTPS with `--cert/--key` (plus `extra` flags) and that bad handshakes cost their
+/// connection only. Through a client that trusts the test CA, `/` says hello: over HTTP/2
+/// when `h2` is offered (if `expect_h2`, else HTTP/1.1), over HTTP/1.1 when only it or no
+/// ALPN is offered. Plain HTTP sent to the TLS port is not served (at most a `400`: see
+/// [`tls_answers_plain_http_with_400`]) and is closed;
+/// random bytes are closed; a client that stalls mid-handshake and one that sends nothing are
+/// closed by the handshake timeout (`--tls-handshake-timeout-ms 300`). Afterwards the same
+/// two workers (none restarted) all still serve HTTPS.
+///
+/// Returns the server, still running, for the caller's own checks.
+pub fn tls_serves_and_survives_bad_handshakes(
+    bin: &Path,
+    extra: &[&str],
+    expect_h2: bool,
+) -> Server {
+    let (s, certs, dir) = start_tls(bin, "300", extra);
     let workers: BTreeSet<u32> = s.wait_ready().into_iter().collect();
     let ca = certs.ca_pem.as_str();
 
@@ -494,15 +505,15 @@ pub fn tls_serves_and_survives_bad_handshakes(
         assert_eq!(r.version, hyper::Version::HTTP_11, "ALPN {alpn:?}");
     }
 
-    // Plain HTTP to the TLS port: no HTTP answer, the connection is closed.
+    // Plain HTTP to the TLS port: not served (a 400 at most), the connection is closed.
     let mut plain = TcpStream::connect(s.addr).unwrap();
     plain
         .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .unwrap();
     let answer = read_until_closed(&mut plain).expect("plain HTTP: connection left open");
     assert!(
-        !answer.starts_with(b"HTTP/"),
-        "plain HTTP must not be answered: {:?}",
+        !answer.starts_with(b"HTTP/") || answer.starts_with(b"HTTP/1.1 400 "),
+        "plain HTTP must not be served: {:?}",
         String::from_utf8_lossy(&answer)
     );
     // Random bytes: closed.
@@ -551,6 +562,62 @@ pub fn tls_serves_and_survives_bad_handshakes(
         "{}",
         s.log()
     );
+    assert!(!s.log().contains("exited unexpectedly"), "{}", s.log());
+    let _ = std::fs::remove_dir_all(dir);
+    s
+}
+
+/// Proves that plain HTTP sent to the TLS port (`--cert/--key`, plus `extra` flags) is told it
+/// went to the wrong port, as nginx does: `GET / HTTP/1.1` in plain text gets
+/// `HTTP/1.1 400 Bad Request` with `Connection: close` and a text body saying that the port
+/// expects HTTPS, and the server then closes the connection itself, at once (the handshake
+/// timeout is 20 s: a close that waited for it would fail here). Several times, so that both
+/// workers are likely to answer one. The workers are unaffected: HTTPS right after is served
+/// `200` by the same two workers, none restarted.
+///
+/// Returns the server, still running, for the caller's own checks.
+pub fn tls_answers_plain_http_with_400(bin: &Path, extra: &[&str]) -> Server {
+    let (s, certs, dir) = start_tls(bin, "20000", extra);
+    let workers: BTreeSet<u32> = s.wait_ready().into_iter().collect();
+    let ca = certs.ca_pem.as_str();
+    for _ in 0..6 {
+        let mut plain = TcpStream::connect(s.addr).unwrap();
+        plain
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let sent = Instant::now();
+        let answer = read_until_closed(&mut plain).unwrap_or_else(|| {
+            panic!(
+                "plain HTTP: the connection was left open; log:\n{}",
+                s.log()
+            )
+        });
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "closed only after {:?}, not right after the 400",
+            sent.elapsed()
+        );
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(
+            head.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "plain HTTP gets a 400: {answer:?}"
+        );
+        assert!(
+            head.to_ascii_lowercase().contains("\r\nconnection: close"),
+            "{answer:?}"
+        );
+        assert_eq!(
+            body, "This port expects HTTPS (TLS); plain HTTP was sent.\n",
+            "{answer:?}"
+        );
+    }
+
+    // The workers are unaffected: the same ones serve HTTPS, none restarted.
+    let r = get_tls(s.addr, "/", ca, &[b"http/1.1"]).unwrap();
+    assert_hello(&r);
+    assert_eq!(tls_pids(s.addr, ca, 2), workers, "{}", s.log());
+    assert_eq!(s.started_workers(), workers, "{}", s.log());
     assert!(!s.log().contains("exited unexpectedly"), "{}", s.log());
     let _ = std::fs::remove_dir_all(dir);
     s

@@ -105,6 +105,8 @@ mod listener;
 mod policy;
 mod privilege;
 mod role;
+#[cfg(feature = "hyper")]
+pub mod service;
 mod shutdown;
 mod signals;
 mod spawn;

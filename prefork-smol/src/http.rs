@@ -2,7 +2,6 @@
 //! shutdown, and TLS with HTTP/2 by ALPN.
 
 use std::error::Error as StdError;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,6 +10,7 @@ use std::sync::Arc;
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper::{Request, Response};
+use prefork_core::service::Counted;
 use prefork_core::{Drain, DrainConn, Shutdown};
 use smol_hyper::rt::{FuturesIo, SmolTimer};
 
@@ -296,85 +296,5 @@ impl<I: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Tracked<I> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_close(cx)
-    }
-}
-
-/// The connection's service: counts each request and, once the drain has started, gives each
-/// HTTP/1 response `Connection: close` (the connection then ends after it).
-struct Counted<S> {
-    inner: Arc<S>,
-    conn: DrainConn,
-}
-
-impl<S> Counted<S> {
-    fn new(inner: Arc<S>, conn: &DrainConn) -> Self {
-        Counted {
-            inner,
-            conn: conn.clone(),
-        }
-    }
-}
-
-impl<S, B> Service<Request<Incoming>> for Counted<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>>,
-{
-    type Response = Response<B>;
-    type Error = S::Error;
-    type Future = CountedFuture<S::Future>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let version = req.version();
-        self.conn.request_started(version == hyper::Version::HTTP_2);
-        CountedFuture {
-            inner: self.inner.call(req),
-            conn: Some(self.conn.clone()),
-            http1: version < hyper::Version::HTTP_2,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response on its way: see [`Counted`].
-    struct CountedFuture<F> {
-        #[pin]
-        inner: F,
-        conn: Option<DrainConn>,
-        http1: bool,
-    }
-
-    impl<F> PinnedDrop for CountedFuture<F> {
-        fn drop(this: Pin<&mut Self>) {
-            // A request whose future was dropped (the client went away) is no longer in flight.
-            if let Some(conn) = this.project().conn.take() {
-                let _ = conn.response_ready();
-            }
-        }
-    }
-}
-
-impl<F, B, E> Future for CountedFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = self.project();
-        let mut out = std::task::ready!(this.inner.poll(cx));
-        if let Some(conn) = this.conn.take() {
-            if conn.response_ready() && *this.http1 {
-                if let Ok(resp) = &mut out {
-                    resp.headers_mut().insert(
-                        hyper::header::CONNECTION,
-                        hyper::header::HeaderValue::from_static("close"),
-                    );
-                }
-            }
-        }
-        std::task::Poll::Ready(out)
     }
 }

@@ -9,12 +9,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
-use hyper::header::{HeaderValue, CONNECTION};
 use hyper::service::Service;
-use hyper::{Request, Response, Version};
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use prefork_core::accept::{is_connection_error, log_accept_error};
+use prefork_core::service::Counted;
 use prefork_core::DrainConn;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -287,10 +287,7 @@ async fn serve_connection<I, S, B>(
         io,
         conn: conn.clone(),
     };
-    let service = Counted {
-        inner: service,
-        conn: conn.clone(),
-    };
+    let service = Counted::new(service, &conn);
     let hyper_conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
     let result = conn
         .drive(hyper_conn, tokio::time::sleep, |c| c.graceful_shutdown())
@@ -349,74 +346,5 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
-    }
-}
-
-/// The connection's service: counts each request and, once the drain has started, gives each
-/// HTTP/1 response `Connection: close` (the connection then ends after it).
-struct Counted<S> {
-    inner: S,
-    conn: DrainConn,
-}
-
-impl<S, B> Service<Request<Incoming>> for Counted<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>>,
-{
-    type Response = Response<B>;
-    type Error = S::Error;
-    type Future = CountedFuture<S::Future>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let version = req.version();
-        self.conn.request_started(version == Version::HTTP_2);
-        CountedFuture {
-            inner: self.inner.call(req),
-            conn: Some(self.conn.clone()),
-            http1: version < Version::HTTP_2,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response on its way: see [`Counted`].
-    struct CountedFuture<F> {
-        #[pin]
-        inner: F,
-        conn: Option<DrainConn>,
-        http1: bool,
-    }
-
-    impl<F> PinnedDrop for CountedFuture<F> {
-        fn drop(this: Pin<&mut Self>) {
-            // A request whose future was dropped (the client went away) is no longer in flight.
-            if let Some(conn) = this.project().conn.take() {
-                let _ = conn.response_ready();
-            }
-        }
-    }
-}
-
-impl<F, B, E> Future for CountedFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut out = match this.inner.poll(cx) {
-            Poll::Ready(out) => out,
-            Poll::Pending => return Poll::Pending,
-        };
-        if let Some(conn) = this.conn.take() {
-            if conn.response_ready() && *this.http1 {
-                if let Ok(resp) = &mut out {
-                    resp.headers_mut()
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
-                }
-            }
-        }
-        Poll::Ready(out)
     }
 }

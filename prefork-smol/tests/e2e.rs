@@ -32,6 +32,42 @@ fn bad_input_fails_fast() {
     contract::bad_input_fails_fast(&bin());
 }
 
+/// A worker reports ready only once its app factory has built the service and its accept loop
+/// runs: a factory that fails (`--require-file` of a missing file) is then the worker's start-up
+/// error, which the master reports and exits with, instead of a crash after ready that it would
+/// respawn over and over.
+#[test]
+fn a_failing_app_factory_is_the_masters_error_without_a_restart_loop() {
+    let log = contract::a_workers_startup_error_is_the_masters_error(&bin());
+    assert!(
+        log.contains("No such file or directory"),
+        "the OS's cause reaches the master:\n{log}"
+    );
+    assert!(!log.contains("app built"), "{log}");
+}
+
+/// Ready waits for a slow app factory: with a factory that takes a second, each worker logs
+/// `app built` before the master hears that it is ready (`all workers ready` comes after both),
+/// and a request right after is served.
+#[test]
+fn ready_waits_for_a_slow_app_factory() {
+    let s = contract::start(&bin(), &["--factory-delay-ms", "1000"]);
+    let workers = s.wait_ready();
+    let log = s.log();
+    let ready_at = log.find("all workers ready").unwrap();
+    let built: Vec<&str> = log[..ready_at]
+        .lines()
+        .filter(|l| l.contains("app built"))
+        .collect();
+    for pid in &workers {
+        assert!(
+            built.iter().any(|l| l.contains(&format!("pid={pid}"))),
+            "worker {pid} was reported ready before its app factory finished; log:\n{log}"
+        );
+    }
+    contract::assert_hello(&get(s.addr, "/").unwrap());
+}
+
 #[test]
 fn no_prefork_serves_survives_emfile_and_drains() {
     let s = contract::no_prefork_serves(&bin(), H2C);

@@ -1,6 +1,7 @@
 //! The factory, `ConnectInfo`, embedded TLS and the `#[tokio::main]` refusal, with the master
-//! running inside this test process and the workers being this same test binary, re-executed to
-//! run only `worker_entry`.
+//! running inside this test process and the workers being this same test binary, re-executed:
+//! its `main` (a `harness = false` test) runs [`worker`] in a worker, and otherwise the test
+//! cases.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -49,14 +50,25 @@ async fn factory(worker: usize) -> Result<Router, BoxError> {
         ))
 }
 
-/// The worker side: a no-op when this binary runs as the test suite; in a worker started by the
-/// tests below, it serves [`factory`]'s app (two runtime threads, to show that the factory still
-/// runs once per process) until told to stop.
-#[test]
-fn worker_entry() {
-    if !is_child() {
-        return;
+fn main() {
+    if is_child() {
+        worker();
     }
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut cases = prefork_testutil::cases![
+        factory_runs_once_in_each_worker_never_in_the_master_and_connect_info_works,
+        a_failing_factory_is_the_masters_error_without_a_restart_loop,
+        inside_a_tokio_runtime_fails_fast_with_a_clear_message,
+    ]
+    .to_vec();
+    #[cfg(feature = "tls")]
+    cases.push(prefork_testutil::cases![embedded_pem_serves_https_with_http2][0]);
+    prefork_testutil::harness::run(&cases);
+}
+
+/// The worker side, in a worker started by the tests below: serves [`factory`]'s app (two
+/// runtime threads, to show that the factory still runs once per process) until told to stop.
+fn worker() -> ! {
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut builder = Builder::new("127.0.0.1:0").threads(2);
     #[cfg(feature = "tls")]
@@ -70,11 +82,10 @@ fn worker_entry() {
     std::process::exit(if result.is_ok() { 0 } else { 1 });
 }
 
-/// Re-executes this test binary so that it runs `worker_entry` only.
+/// Re-executes this test binary: as a worker, it runs [`worker`].
 fn producer(env: Vec<(String, String)>) -> impl FnMut(&SpawnContext) -> std::io::Result<Command> {
     move |_ctx| {
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["--exact", "worker_entry", "--nocapture", "--test-threads=1"]);
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         Ok(cmd)
     }
@@ -161,7 +172,6 @@ fn raw_get(addr: SocketAddr, path: &str) -> (SocketAddr, String) {
     (local, body)
 }
 
-#[test]
 fn factory_runs_once_in_each_worker_never_in_the_master_and_connect_info_works() {
     let master = std::process::id();
     let pids = with_server(Builder::from_prefork, Vec::new(), move |addr, ready| {
@@ -209,7 +219,6 @@ fn factory_runs_once_in_each_worker_never_in_the_master_and_connect_info_works()
 }
 
 #[cfg(feature = "tls")]
-#[test]
 fn embedded_pem_serves_https_with_http2() {
     let certs = prefork_testutil::TestCerts::generate();
     let env = vec![
@@ -232,7 +241,6 @@ fn embedded_pem_serves_https_with_http2() {
     );
 }
 
-#[test]
 fn a_failing_factory_is_the_masters_error_without_a_restart_loop() {
     let spawned = Rc::new(RefCell::new(Vec::new()));
     let s = spawned.clone();
@@ -259,7 +267,6 @@ fn a_failing_factory_is_the_masters_error_without_a_restart_loop() {
     }
 }
 
-#[test]
 fn inside_a_tokio_runtime_fails_fast_with_a_clear_message() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -1,5 +1,7 @@
 //! Hooks and the command producer, with the master running inside this test process and the
-//! workers being this same test binary, re-executed to run only `worker_entry`.
+//! workers being this same test binary, re-executed: its `main` (a `harness = false` test)
+//! runs [`worker`] in a worker, [`master`] in the master of the master-death test, and
+//! otherwise the test cases.
 
 use std::cell::RefCell;
 use std::process::Command;
@@ -9,13 +11,24 @@ use std::time::Duration;
 use prefork_core::{is_child, Error, Prefork, SpawnContext};
 use prefork_testutil::{alive, wait_until, DEADLINE};
 
-/// The worker side: a no-op when this binary runs as the test suite; in a worker started by the
-/// tests below, it serves until told to stop, then exits without the test harness's output.
-#[test]
-fn worker_entry() {
-    if !is_child() {
-        return;
+fn main() {
+    if is_child() {
+        worker();
     }
+    if std::env::var_os("HOOK_TEST_MASTER").is_some() {
+        master();
+    }
+    prefork_testutil::harness::run(prefork_testutil::cases![
+        on_master_death_runs_in_each_worker_when_the_master_is_killed,
+        on_child_spawn_error_stops_everything_and_is_returned,
+        on_master_ready_gets_every_pid_and_its_error_is_returned,
+        on_child_recover_reports_old_and_new_pid,
+        a_worker_that_never_gets_ready_fails_the_start,
+    ]);
+}
+
+/// The worker side, in a worker started by the tests below: serves until told to stop.
+fn worker() -> ! {
     let mut prefork = Prefork::new("127.0.0.1:0");
     if let Some(dir) = std::env::var_os("HOOK_TEST_DEATH_DIR") {
         // Each worker leaves a file named by its pid (written whole, then renamed into place).
@@ -44,11 +57,7 @@ fn worker_entry() {
 }
 
 /// A master in a process of its own (this test binary again), for the master-death test.
-#[test]
-fn master_entry() {
-    if is_child() || std::env::var_os("HOOK_TEST_MASTER").is_none() {
-        return;
-    }
+fn master() -> ! {
     let dir = std::env::var_os("HOOK_TEST_DEATH_DIR").expect("HOOK_TEST_DEATH_DIR");
     let result = prefork()
         .command_producer(producer(&[]))
@@ -61,12 +70,10 @@ fn master_entry() {
     std::process::exit(i32::from(result.is_err()));
 }
 
-#[test]
 fn on_master_death_runs_in_each_worker_when_the_master_is_killed() {
     let dir = prefork_testutil::temp_dir("master-death");
 
     let mut master = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "master_entry", "--nocapture", "--test-threads=1"])
         .env("HOOK_TEST_MASTER", "1")
         .env("HOOK_TEST_DEATH_DIR", &dir)
         .stdout(std::process::Stdio::null())
@@ -100,13 +107,12 @@ fn on_master_death_runs_in_each_worker_when_the_master_is_killed() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Re-executes this test binary so that it runs `worker_entry` only.
+/// Re-executes this test binary: as a worker, it runs [`worker`].
 fn producer(
     extra_env: &'static [(&'static str, &'static str)],
 ) -> impl FnMut(&SpawnContext) -> std::io::Result<Command> {
     move |_ctx| {
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["--exact", "worker_entry", "--nocapture", "--test-threads=1"]);
         cmd.envs(extra_env.iter().copied());
         Ok(cmd)
     }
@@ -149,7 +155,6 @@ fn assert_gone(pids: &[u32]) {
     }
 }
 
-#[test]
 fn on_child_spawn_error_stops_everything_and_is_returned() {
     let spawned = Rc::new(RefCell::new(Vec::new()));
     let s = spawned.clone();
@@ -175,7 +180,6 @@ fn on_child_spawn_error_stops_everything_and_is_returned() {
     assert_gone(&spawned.borrow());
 }
 
-#[test]
 fn on_master_ready_gets_every_pid_and_its_error_is_returned() {
     let spawned = Rc::new(RefCell::new(Vec::new()));
     let ready = Rc::new(RefCell::new(Vec::new()));
@@ -210,7 +214,6 @@ fn on_master_ready_gets_every_pid_and_its_error_is_returned() {
     assert_gone(&spawned.borrow());
 }
 
-#[test]
 fn on_child_recover_reports_old_and_new_pid() {
     // Worker 0 exits with status 3 right after it is ready, every time: with a threshold of 2
     // the master respawns it twice, then gives up.
@@ -242,7 +245,6 @@ fn on_child_recover_reports_old_and_new_pid() {
     assert_gone(&spawned.borrow());
 }
 
-#[test]
 fn a_worker_that_never_gets_ready_fails_the_start() {
     let spawned = Rc::new(RefCell::new(Vec::new()));
     let s = spawned.clone();

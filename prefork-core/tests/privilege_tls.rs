@@ -1,6 +1,7 @@
 //! With `user` set, the master reads the TLS files, so a key readable by root only still
 //! works in workers that run as `nobody`. The master runs inside this test process; the workers
-//! are this test binary again, re-executed to run only `worker_entry`.
+//! are this test binary again, re-executed: its `main` (a `harness = false` test) runs
+//! [`worker`] in a worker, and otherwise the test case.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -17,12 +18,18 @@ fn tls(dir: &Path) -> TlsConfig {
     })
 }
 
-/// The worker side: a no-op when this binary runs as the test suite.
-#[test]
-fn worker_entry() {
-    if !is_child() {
-        return;
+fn main() {
+    if is_child() {
+        worker();
     }
+    prefork_testutil::harness::run(prefork_testutil::cases![
+        a_root_only_key_works_in_workers_running_as_nobody
+    ]);
+}
+
+/// The worker side, in a worker started by the test: checks that it cannot read the key, yet
+/// has the TLS configuration, then serves until told to stop.
+fn worker() -> ! {
     let dir = PathBuf::from(std::env::var_os(DIR_VAR).expect(DIR_VAR));
     let key = dir.join("key.pem");
     let result = Prefork::new("127.0.0.1:0")
@@ -49,7 +56,6 @@ fn worker_entry() {
     std::process::exit(if result.is_ok() { 0 } else { 1 });
 }
 
-#[test]
 fn a_root_only_key_works_in_workers_running_as_nobody() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: needs root (the master drops privileges per worker)");
@@ -74,8 +80,7 @@ fn a_root_only_key_works_in_workers_running_as_nobody() {
         .shutdown_timeout(std::time::Duration::from_secs(10))
         .command_producer(move |_ctx: &SpawnContext| {
             let mut cmd = Command::new(std::env::current_exe()?);
-            cmd.args(["--exact", "worker_entry", "--nocapture", "--test-threads=1"])
-                .env(DIR_VAR, &worker_dir);
+            cmd.env(DIR_VAR, &worker_dir);
             Ok(cmd)
         })
         .on_master_ready(move |pids| {

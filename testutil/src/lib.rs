@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 
 pub use nix::sys::signal::Signal as Sig;
 
+pub mod harness;
 pub mod health;
 pub mod load;
 pub mod ops;

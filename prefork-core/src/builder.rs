@@ -6,11 +6,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::child::{self, Child, ChildConfig};
 use crate::error::BoxError;
 use crate::listener::{ListenAddr, Network};
 use crate::policy::RecoverPolicy;
 use crate::spawn::SpawnContext;
+use crate::worker::{self, Worker, WorkerConfig};
 use crate::{driver, role, Error};
 
 pub(crate) type SpawnHook = Box<dyn FnMut(u32) -> Result<(), BoxError>>;
@@ -83,10 +83,10 @@ pub struct Prefork {
     pub(crate) nofile: NofileLimit,
     pub(crate) control_socket: Option<std::path::PathBuf>,
     pub(crate) handle: Arc<crate::handle::Shared>,
-    pub(crate) on_child_spawn: Option<SpawnHook>,
+    pub(crate) on_worker_spawn: Option<SpawnHook>,
     pub(crate) on_master_ready: Option<ReadyHook>,
-    pub(crate) on_child_recover: Option<RecoverHook>,
-    pub(crate) on_master_death: Option<child::MasterDeathHook>,
+    pub(crate) on_worker_recover: Option<RecoverHook>,
+    pub(crate) on_master_death: Option<worker::MasterDeathHook>,
     pub(crate) command_producer: Option<CommandProducer>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::TlsConfig>,
@@ -135,7 +135,7 @@ impl Default for Prefork {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             recover: RecoverPolicy::default(),
-            drain_grace: crate::child::DEFAULT_DRAIN_GRACE,
+            drain_grace: crate::worker::DEFAULT_DRAIN_GRACE,
             keepalive_timeout: Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
             balance: false,
             shutdown_delay: Duration::ZERO,
@@ -147,9 +147,9 @@ impl Default for Prefork {
             nofile: NofileLimit::Hard,
             control_socket: None,
             handle: Arc::default(),
-            on_child_spawn: None,
+            on_worker_spawn: None,
             on_master_ready: None,
-            on_child_recover: None,
+            on_worker_recover: None,
             on_master_death: None,
             command_producer: None,
             #[cfg(feature = "tls")]
@@ -214,11 +214,11 @@ impl Prefork {
         self
     }
 
-    /// How long a worker may take from its start to [`Child::ready`]. Default:
+    /// How long a worker may take from its start to [`Worker::ready`]. Default:
     /// [`DEFAULT_READY_TIMEOUT`] (60 s).
     ///
     /// During the initial start, a worker that misses it fails the start
-    /// ([`Error::ChildStartup`]); later, a respawned worker that misses it is killed and counts
+    /// ([`Error::WorkerStartup`]); later, a respawned worker that misses it is killed and counts
     /// as an unexpected exit. A worker stuck in its start-up never hangs the master.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
@@ -247,7 +247,7 @@ impl Prefork {
 
     /// How long a draining worker keeps an idle keep-alive connection open before closing it.
     /// Default: [`DEFAULT_DRAIN_GRACE`](crate::DEFAULT_DRAIN_GRACE) (1 s). See
-    /// [`Child::drain_grace`].
+    /// [`Worker::drain_grace`].
     pub fn drain_grace(mut self, grace: Duration) -> Self {
         self.drain_grace = grace;
         self
@@ -329,11 +329,11 @@ impl Prefork {
 
     /// Called in the master with the pid of every worker it starts (initial and respawned).
     /// An error stops every worker and [`Prefork::run`] returns [`Error::Hook`].
-    pub fn on_child_spawn<F>(mut self, hook: F) -> Self
+    pub fn on_worker_spawn<F>(mut self, hook: F) -> Self
     where
         F: FnMut(u32) -> Result<(), BoxError> + 'static,
     {
-        self.on_child_spawn = Some(Box::new(hook));
+        self.on_worker_spawn = Some(Box::new(hook));
         self
     }
 
@@ -350,12 +350,30 @@ impl Prefork {
 
     /// Called in the master when a worker that exited unexpectedly has been replaced, with the
     /// old and the new pid.
-    pub fn on_child_recover<F>(mut self, hook: F) -> Self
+    pub fn on_worker_recover<F>(mut self, hook: F) -> Self
     where
         F: FnMut(u32, u32) + 'static,
     {
-        self.on_child_recover = Some(Box::new(hook));
+        self.on_worker_recover = Some(Box::new(hook));
         self
+    }
+
+    /// The former name of [`Prefork::on_worker_spawn`].
+    #[deprecated(since = "0.2.0", note = "renamed to `on_worker_spawn`")]
+    pub fn on_child_spawn<F>(self, hook: F) -> Self
+    where
+        F: FnMut(u32) -> Result<(), BoxError> + 'static,
+    {
+        self.on_worker_spawn(hook)
+    }
+
+    /// The former name of [`Prefork::on_worker_recover`].
+    #[deprecated(since = "0.2.0", note = "renamed to `on_worker_recover`")]
+    pub fn on_child_recover<F>(self, hook: F) -> Self
+    where
+        F: FnMut(u32, u32) + 'static,
+    {
+        self.on_worker_recover(hook)
     }
 
     /// Called in a worker (on a background thread) when its master is gone, just before the
@@ -373,7 +391,7 @@ impl Prefork {
     /// arguments (fasthttp's `CommandProducer`). Return a `Command` that is not started; the
     /// library still places the listeners and control socket, sets the `PREFORK_*` environment,
     /// stdin to null and the process group, and spawns it. The program must call
-    /// [`Prefork::run`] (or `is_child` and an adapter) to serve.
+    /// [`Prefork::run`] (or `is_worker` and an adapter) to serve.
     pub fn command_producer<F>(mut self, producer: F) -> Self
     where
         F: FnMut(&SpawnContext) -> io::Result<Command> + 'static,
@@ -383,7 +401,7 @@ impl Prefork {
     }
 
     /// Serves TLS with this configuration. The master loads and validates it before it starts
-    /// any worker; each worker loads it again and gets it from [`Child::tls_config`].
+    /// any worker; each worker loads it again and gets it from [`Worker::tls_config`].
     #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
         self.tls = Some(tls);
@@ -412,11 +430,11 @@ impl Prefork {
     /// SIGTERM/SIGINT (immediate stop, `Ok(())`), or a failure. It returns only when no worker is
     /// left. `serve` is not called in the master.
     ///
-    /// In a worker it builds the [`Child`] context from the inherited descriptors and calls
-    /// `serve` with it; `serve` must call [`Child::ready`] once it accepts and return when the
-    /// [`Child::shutdown`] notification completes and in-flight work is done. If the worker's
+    /// In a worker it builds the [`Worker`] context from the inherited descriptors and calls
+    /// `serve` with it; `serve` must call [`Worker::ready`] once it accepts and return when the
+    /// [`Worker::shutdown`] notification completes and in-flight work is done. If the worker's
     /// start-up fails (here, or in `serve` before it reported ready), the error is sent to the
-    /// master, which reports it (as [`Error::ChildStartup`] during the initial start), and the
+    /// master, which reports it (as [`Error::WorkerStartup`] during the initial start), and the
     /// worker process **exits with status 1 without returning**, so the message is printed once.
     ///
     /// The master installs handlers for SIGTERM, SIGINT, SIGQUIT and SIGCHLD while it runs and
@@ -429,17 +447,17 @@ impl Prefork {
     ///   unknown [`Prefork::user`]/[`Prefork::group`], or a user set while the master is not
     ///   root; a socket passed by the service manager that does not fit the configuration.
     /// - [`Error::Address`], [`Error::Bind`]: a bad address, a port in use.
-    /// - [`Error::ChildStartup`]: a worker failed before it was ready during the initial start.
+    /// - [`Error::WorkerStartup`]: a worker failed before it was ready during the initial start.
     /// - [`Error::OverRecovery`]: too many unexpected worker exits.
     /// - [`Error::Hook`]: a hook returned an error.
-    /// - [`Error::NotAChild`]: `PREFORK_CHILD=1` without a master (in the "worker").
+    /// - [`Error::NotAWorker`]: `PREFORK_CHILD=1` without a master (in the "worker").
     /// - [`Error::Serve`]: in a worker, `serve` failed.
     pub fn run<F>(mut self, serve: F) -> Result<(), Error>
     where
-        F: FnOnce(Child) -> io::Result<()>,
+        F: FnOnce(Worker) -> io::Result<()>,
     {
-        if role::is_child() {
-            let child = child::from_env(ChildConfig {
+        if role::is_worker() {
+            let child = worker::from_env(WorkerConfig {
                 network: self.network,
                 shutdown_timeout: self.shutdown_timeout,
                 on_master_death: self.on_master_death.take(),
@@ -449,8 +467,7 @@ impl Prefork {
             let control = child.control();
             // Every line the worker logs on this thread (the library's and the user's, in a
             // single-threaded runtime every task's) carries its worker id and pid.
-            let span =
-                tracing::info_span!("worker", id = child.worker_id(), pid = std::process::id());
+            let span = tracing::info_span!("worker", id = child.id(), pid = std::process::id());
             let _entered = span.enter();
             return serve(child).map_err(|e| {
                 if let Some(c) = control.filter(|c| !c.is_ready()) {

@@ -282,10 +282,10 @@ impl Driver {
                         },
                     );
                     events.push_back(Event::Spawned { key, pid });
-                    if let Some(hook) = self.cfg.on_child_spawn.as_mut() {
+                    if let Some(hook) = self.cfg.on_worker_spawn.as_mut() {
                         if let Err(e) = hook(pid) {
                             events.push_back(Event::HookFailed(Error::Hook {
-                                hook: "on_child_spawn",
+                                hook: "on_worker_spawn",
                                 source: e,
                             }));
                         }
@@ -313,7 +313,7 @@ impl Driver {
                 }
             }
             Action::Recovered { old, new } => {
-                if let Some(hook) = self.cfg.on_child_recover.as_mut() {
+                if let Some(hook) = self.cfg.on_worker_recover.as_mut() {
                     hook(old, new);
                 }
             }

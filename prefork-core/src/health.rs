@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::child::Control;
+use crate::worker::Control;
 
 /// The default interval between two heartbeats of a worker.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -89,7 +89,7 @@ impl Drop for ConnectionGuard {
 ///
 /// ```no_run
 /// # async fn sleep(_: std::time::Duration) {}
-/// # async fn example(child: &prefork_core::Child) {
+/// # async fn example(child: &prefork_core::Worker) {
 /// let heartbeat = child.heartbeat();
 /// // e.g. tokio::spawn(async move { ... }) on the worker's runtime:
 /// loop {

@@ -100,7 +100,7 @@ impl Shutdown {
     /// A notification triggered by the first SIGTERM or SIGINT, for a process that runs without
     /// a master (a single-process mode, such as the examples' `--no-prefork` baseline); a second
     /// SIGTERM or SIGINT exits the process at once with status 1, as a second Ctrl+C does to a
-    /// master. In a prefork worker use [`Child::shutdown`](crate::Child::shutdown) instead,
+    /// master. In a prefork worker use [`Worker::shutdown`](crate::Worker::shutdown) instead,
     /// which also completes on the master's death.
     ///
     /// # Errors

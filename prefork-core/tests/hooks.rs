@@ -6,14 +6,14 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::Duration;
 
-use prefork_core::{is_child, Error, Prefork, SpawnContext};
+use prefork_core::{is_worker, Error, Prefork, SpawnContext};
 use prefork_testutil::{alive, wait_until, DEADLINE};
 
 /// The worker side: a no-op when this binary runs as the test suite; in a worker started by the
 /// tests below, it serves until told to stop, then exits without the test harness's output.
 #[test]
 fn worker_entry() {
-    if !is_child() {
+    if !is_worker() {
         return;
     }
     let mut prefork = Prefork::new("127.0.0.1:0");
@@ -34,7 +34,7 @@ fn worker_entry() {
             std::thread::sleep(DEADLINE);
         }
         child.ready()?;
-        if std::env::var_os("HOOK_TEST_CRASH").is_some() && child.worker_id() == 0 {
+        if std::env::var_os("HOOK_TEST_CRASH").is_some() && child.id() == 0 {
             std::process::exit(3);
         }
         child.shutdown().wait();
@@ -46,7 +46,7 @@ fn worker_entry() {
 /// A master in a process of its own (this test binary again), for the master-death test.
 #[test]
 fn master_entry() {
-    if is_child() || std::env::var_os("HOOK_TEST_MASTER").is_none() {
+    if is_worker() || std::env::var_os("HOOK_TEST_MASTER").is_none() {
         return;
     }
     let dir = std::env::var_os("HOOK_TEST_DEATH_DIR").expect("HOOK_TEST_DEATH_DIR");
@@ -155,7 +155,7 @@ fn on_child_spawn_error_stops_everything_and_is_returned() {
     let s = spawned.clone();
     let err = prefork()
         .command_producer(producer(&[]))
-        .on_child_spawn(move |pid| {
+        .on_worker_spawn(move |pid| {
             s.borrow_mut().push(pid);
             if s.borrow().len() == 2 {
                 return Err("refusing the second worker".into());
@@ -166,7 +166,7 @@ fn on_child_spawn_error_stops_everything_and_is_returned() {
         .unwrap_err();
     match &err {
         Error::Hook { hook, source } => {
-            assert_eq!(*hook, "on_child_spawn");
+            assert_eq!(*hook, "on_worker_spawn");
             assert_eq!(source.to_string(), "refusing the second worker");
         }
         other => panic!("unexpected {other}"),
@@ -182,7 +182,7 @@ fn on_master_ready_gets_every_pid_and_its_error_is_returned() {
     let (s, r) = (spawned.clone(), ready.clone());
     let err = prefork()
         .command_producer(producer(&[]))
-        .on_child_spawn(move |pid| {
+        .on_worker_spawn(move |pid| {
             s.borrow_mut().push(pid);
             Ok(())
         })
@@ -220,11 +220,11 @@ fn on_child_recover_reports_old_and_new_pid() {
     let err = prefork()
         .command_producer(producer(&[("HOOK_TEST_CRASH", "1")]))
         .recover_threshold(2)
-        .on_child_spawn(move |pid| {
+        .on_worker_spawn(move |pid| {
             s.borrow_mut().push(pid);
             Ok(())
         })
-        .on_child_recover(move |old, new| r.borrow_mut().push((old, new)))
+        .on_worker_recover(move |old, new| r.borrow_mut().push((old, new)))
         .run(|_| unreachable!())
         .unwrap_err();
     match err {
@@ -250,13 +250,13 @@ fn a_worker_that_never_gets_ready_fails_the_start() {
         .command_producer(producer(&[("HOOK_TEST_HANG", "1")]))
         .ready_timeout(Duration::from_millis(300))
         .shutdown_timeout(Duration::from_millis(500))
-        .on_child_spawn(move |pid| {
+        .on_worker_spawn(move |pid| {
             s.borrow_mut().push(pid);
             Ok(())
         })
         .run(|_| unreachable!())
         .unwrap_err();
-    assert!(matches!(err, Error::ChildStartup { .. }), "{err}");
+    assert!(matches!(err, Error::WorkerStartup { .. }), "{err}");
     assert!(
         err.to_string()
             .contains("did not report ready within 300 ms"),

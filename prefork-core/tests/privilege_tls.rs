@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use prefork_core::{is_child, Error, PemFiles, Prefork, SpawnContext, TlsConfig};
+use prefork_core::{is_worker, Error, PemFiles, Prefork, SpawnContext, TlsConfig};
 
 const DIR_VAR: &str = "PRIV_TLS_TEST_DIR";
 
@@ -20,7 +20,7 @@ fn tls(dir: &Path) -> TlsConfig {
 /// The worker side: a no-op when this binary runs as the test suite.
 #[test]
 fn worker_entry() {
-    if !is_child() {
+    if !is_worker() {
         return;
     }
     let dir = PathBuf::from(std::env::var_os(DIR_VAR).expect(DIR_VAR));

@@ -53,9 +53,9 @@ fn run(args: &example::Args) -> std::io::Result<()> {
             Some(tls) => server.tls(tls),
             None => server,
         };
-        return server.serve(service);
+        return Ok(server.serve(service)?);
     }
-    Server::new(args.prefork()).serve(service)
+    Ok(Server::from_prefork(args.prefork()).serve(service)?)
 }
 
 async fn hello(

@@ -89,13 +89,13 @@ impl Control {
 ///
 /// Built by [`Prefork::run`](crate::Prefork::run) in a worker process and handed to the serve
 /// function. Adapters (prefork-tokio, prefork-actix, prefork-smol) turn the listeners into their
-/// runtime's types and call [`Child::ready`] once they accept.
+/// runtime's types and call [`Worker::ready`] once they accept.
 #[derive(Debug)]
-pub struct Child {
+pub struct Worker {
     worker_id: usize,
     listeners: Vec<TcpListener>,
     unix_listeners: Vec<UnixListener>,
-    /// `None` for a [`Child::standalone`] context: no master.
+    /// `None` for a [`Worker::standalone`] context: no master.
     control: Option<Arc<Control>>,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
@@ -108,7 +108,7 @@ pub struct Child {
     tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
 }
 
-impl Child {
+impl Worker {
     /// How long a draining worker keeps an idle keep-alive connection open before it closes it
     /// ([`Prefork::drain_grace`](crate::Prefork::drain_grace), default 1 s).
     ///
@@ -139,8 +139,8 @@ impl Child {
     /// [`poll_admit`](crate::balance::Balance::poll_admit)) before each `accept`, so that a
     /// worker holding more than its share of the open connections leaves the shared queue to
     /// the others (see [`balance`](crate::balance)). The connections counted by
-    /// [`Child::counters`] are the ones balanced. Disabled (always admits) in `SO_REUSEPORT`
-    /// mode and in a [`Child::standalone`] context.
+    /// [`Worker::counters`] are the ones balanced. Disabled (always admits) in `SO_REUSEPORT`
+    /// mode and in a [`Worker::standalone`] context.
     pub fn balance(&self) -> crate::balance::Balance {
         self.balance.clone()
     }
@@ -166,6 +166,12 @@ impl Child {
     }
 
     /// The worker id, `0..workers`, stable across respawns.
+    pub fn id(&self) -> usize {
+        self.worker_id
+    }
+
+    /// The former name of [`Worker::id`].
+    #[deprecated(since = "0.2.0", note = "renamed to `id`")]
     pub fn worker_id(&self) -> usize {
         self.worker_id
     }
@@ -182,7 +188,7 @@ impl Child {
     }
 
     /// The Unix domain socket listeners (`unix:/path` addresses), in the order they were
-    /// configured, each in non-blocking mode. [`Child::listeners`] holds the TCP ones.
+    /// configured, each in non-blocking mode. [`Worker::listeners`] holds the TCP ones.
     pub fn unix_listeners(&self) -> &[UnixListener] {
         &self.unix_listeners
     }
@@ -270,12 +276,12 @@ impl Child {
     /// (a `--no-prefork` baseline, a development mode), on listeners you bound (e.g. with
     /// [`bind`](crate::bind)), stopping when `shutdown` completes (e.g. [`Shutdown::on_signals`]).
     ///
-    /// The worker id is 0; [`Child::ready`] and heartbeats do nothing; the drain rule is the
-    /// same as in a worker, except that [`Child::drain_timeout`] is the whole shutdown timeout
+    /// The worker id is 0; [`Worker::ready`] and heartbeats do nothing; the drain rule is the
+    /// same as in a worker, except that [`Worker::drain_timeout`] is the whole shutdown timeout
     /// ([`DEFAULT_SHUTDOWN_TIMEOUT`](crate::DEFAULT_SHUTDOWN_TIMEOUT) unless set with
-    /// [`Child::with_shutdown_timeout`]), since no master will kill the process.
-    pub fn standalone(listeners: Vec<TcpListener>, shutdown: Shutdown) -> Child {
-        Child {
+    /// [`Worker::with_shutdown_timeout`]), since no master will kill the process.
+    pub fn standalone(listeners: Vec<TcpListener>, shutdown: Shutdown) -> Worker {
+        Worker {
             worker_id: 0,
             listeners,
             unix_listeners: Vec::new(),
@@ -292,14 +298,14 @@ impl Child {
         }
     }
 
-    /// Replaces the shutdown timeout of a [`Child::standalone`] context (a worker's comes from
+    /// Replaces the shutdown timeout of a [`Worker::standalone`] context (a worker's comes from
     /// its master).
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
     }
 
-    /// Serves TLS with this configuration and handshake timeout in a [`Child::standalone`]
+    /// Serves TLS with this configuration and handshake timeout in a [`Worker::standalone`]
     /// context (a worker's comes from its master, loaded and validated there).
     #[cfg(feature = "tls")]
     pub fn with_tls(
@@ -311,7 +317,7 @@ impl Child {
         self
     }
 
-    /// Whether this context has a master (`false` for [`Child::standalone`]).
+    /// Whether this context has a master (`false` for [`Worker::standalone`]).
     pub fn has_master(&self) -> bool {
         self.control.is_some()
     }
@@ -319,19 +325,19 @@ impl Child {
 
 /// The drain budget for a given shutdown timeout: the timeout less a margin (a quarter of it, at
 /// most 1 s), so a process that drains for its whole budget still exits on its own before the
-/// master's SIGKILL. [`Child::drain_timeout`] applies it to the worker's timeout; adapters use it
+/// master's SIGKILL. [`Worker::drain_timeout`] applies it to the worker's timeout; adapters use it
 /// where they hold the timeout themselves.
 pub fn drain_timeout(shutdown_timeout: Duration) -> Duration {
     shutdown_timeout.saturating_sub((shutdown_timeout / 4).min(Duration::from_secs(1)))
 }
 
-/// The default [`Child::drain_grace`]: 1 s, long enough for a busy keep-alive client's next
+/// The default [`Worker::drain_grace`]: 1 s, long enough for a busy keep-alive client's next
 /// request to arrive and be answered with `Connection: close`.
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 fn env_var(name: &str) -> Result<String, Error> {
     std::env::var(name).map_err(|_| {
-        Error::NotAChild(format!(
+        Error::NotAWorker(format!(
             "{name} is missing: this process was not started by a prefork master \
              (unset {ENV_CHILD} to run it as the master)"
         ))
@@ -341,7 +347,7 @@ fn env_var(name: &str) -> Result<String, Error> {
 fn env_num<T: std::str::FromStr>(name: &str) -> Result<T, Error> {
     let v = env_var(name)?;
     v.parse().map_err(|_| {
-        Error::NotAChild(format!(
+        Error::NotAWorker(format!(
             "{name}={v:?} is not a number: this process was not started by a prefork master \
              (unset {ENV_CHILD} to run it as the master)"
         ))
@@ -349,7 +355,7 @@ fn env_num<T: std::str::FromStr>(name: &str) -> Result<T, Error> {
 }
 
 /// Settings the worker side takes from the builder.
-pub(crate) struct ChildConfig {
+pub(crate) struct WorkerConfig {
     pub(crate) network: Network,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) on_master_death: Option<MasterDeathHook>,
@@ -359,10 +365,10 @@ pub(crate) struct ChildConfig {
 
 /// Builds the worker's context from its environment and inherited descriptors, or explains why
 /// this process is not a proper worker. Nothing is served and nothing waits.
-pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
+pub(crate) fn from_env(cfg: WorkerConfig) -> Result<Worker, Error> {
     let protocol = env_var(ENV_PROTOCOL)?;
     if protocol != PROTOCOL_VERSION.to_string() {
-        return Err(Error::NotAChild(format!(
+        return Err(Error::NotAWorker(format!(
             "its master speaks prefork control protocol {:?} and this program speaks {PROTOCOL_VERSION}: \
              a reload cannot change the protocol; restart the master with this build",
             protocol
@@ -375,14 +381,14 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
     let n_listeners: u16 = env_num(ENV_LISTEN_FDS)?;
     let (control_fd, n_listeners) = (RawFd::from(control_fd), i32::from(n_listeners));
     if control_fd != FIRST_FD + n_listeners {
-        return Err(Error::NotAChild(format!(
+        return Err(Error::NotAWorker(format!(
             "{ENV_CONTROL_FD}={control_fd} does not follow the {n_listeners} listener(s) at fd {FIRST_FD}"
         )));
     }
     // The inherited descriptors are owned once per process: a second `Prefork::run` in a worker
     // would wrap them again and close them twice.
     if TAKEN.swap(true, Ordering::SeqCst) {
-        return Err(Error::NotAChild(
+        return Err(Error::NotAWorker(
             "the inherited descriptors were already taken by an earlier Prefork::run in this \
              process: run it once per worker"
                 .to_owned(),
@@ -424,12 +430,12 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         let what = format!("listener {i}");
         if listener::is_unix_socket(FIRST_FD + i) {
             let l = listener::inherit_unix_listener(FIRST_FD + i, &what)
-                .map_err(|m| fail(Error::NotAChild(m)))?;
+                .map_err(|m| fail(Error::NotAWorker(m)))?;
             unix_listeners.push(l);
             continue;
         }
         let l = listener::inherit_tcp_listener(FIRST_FD + i, &what)
-            .map_err(|m| fail(Error::NotAChild(m)))?;
+            .map_err(|m| fail(Error::NotAWorker(m)))?;
         listeners.push(l);
     }
     if let Ok(spec) = std::env::var(ENV_REUSEPORT) {
@@ -444,7 +450,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
                 None => (item, cfg.network),
             };
             let addr: SocketAddr = addr.parse().map_err(|_| {
-                fail(Error::NotAChild(format!(
+                fail(Error::NotAWorker(format!(
                     "{ENV_REUSEPORT} holds {item:?}, not an address"
                 )))
             })?;
@@ -456,7 +462,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         }
     }
     if listeners.is_empty() && unix_listeners.is_empty() {
-        return Err(fail(Error::NotAChild(
+        return Err(fail(Error::NotAWorker(
             "the master passed no listener".to_owned(),
         )));
     }
@@ -476,7 +482,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
     drop(from_master);
     #[cfg(feature = "tls")]
     let tls = match cfg_tls {
-        Some(t) => Some((t.load().map_err(fail)?, t.get_handshake_timeout())),
+        Some(t) => Some((t.load().map_err(fail)?, t.handshake_timeout_value())),
         None => None,
     };
 
@@ -489,7 +495,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
     )
     .map_err(fail)?;
 
-    Ok(Child {
+    Ok(Worker {
         worker_id,
         listeners,
         unix_listeners,
@@ -570,7 +576,7 @@ fn take_balance_table(fd: RawFd) -> crate::balance::Balance {
 
 fn take_control_socket(fd: RawFd) -> Result<UnixStream, Error> {
     if !listener::fd_is_open(fd) {
-        return Err(Error::NotAChild(format!(
+        return Err(Error::NotAWorker(format!(
             "its control socket (fd {fd}) is not open: this process was not started by a prefork \
              master (unset {ENV_CHILD} to run it as the master)"
         )));
@@ -581,7 +587,7 @@ fn take_control_socket(fd: RawFd) -> Result<UnixStream, Error> {
     let is_unix_stream = sock.r#type().ok() == Some(socket2::Type::STREAM)
         && sock.local_addr().map(|a| a.is_unix()).unwrap_or(false);
     if !is_unix_stream {
-        return Err(Error::NotAChild(format!(
+        return Err(Error::NotAWorker(format!(
             "fd {fd} is not the control socket a prefork master passes (not a Unix stream \
              socket): this process was not started by a prefork master"
         )));
@@ -657,10 +663,10 @@ mod tests {
     fn a_standalone_context_serves_without_a_master() {
         let l = crate::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let c = Child::standalone(vec![l], Shutdown::new().unwrap())
+        let c = Worker::standalone(vec![l], Shutdown::new().unwrap())
             .with_shutdown_timeout(Duration::from_secs(7));
         assert!(!c.has_master());
-        assert_eq!(c.worker_id(), 0);
+        assert_eq!(c.id(), 0);
         assert_eq!(c.local_addrs(), vec![addr]);
         c.ready().unwrap();
         c.heartbeat().beat();

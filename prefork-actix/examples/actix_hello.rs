@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use clap::Parser;
-use prefork_actix::{Config, HttpServerExt as _, PreforkMiddleware};
+use prefork_actix::{HttpServerExt as _, PreforkMiddleware, Server};
 use prefork_testutil::example;
 
 /// The contract programs' shared flags, plus two of this example's own.
@@ -118,7 +118,8 @@ fn prefork(args: &Args) -> io::Result<()> {
             // worker drains, and runs the heartbeat on each actix worker thread.
             .wrap(PreforkMiddleware)
     })
-    .run_prefork(Config::new(prefork).threads(args.threads))
+    .run_prefork(Server::from_prefork(prefork).threads(args.threads))?;
+    Ok(())
 }
 
 /// actix's own multi-threaded server in one process: the baseline.
@@ -145,7 +146,9 @@ async fn single_process(args: &Args) -> io::Result<()> {
         Some(tls) => {
             let config = tls.load().map_err(io::Error::from)?;
             server
-                .tls_handshake_timeout(tls.get_handshake_timeout())
+                .tls_handshake_timeout(std::time::Duration::from_millis(
+                    common.tls_handshake_timeout_ms,
+                ))
                 .bind_rustls_0_23(common.addr.as_str(), (*config).clone())
         }
         _ => server.bind(common.addr.as_str()),

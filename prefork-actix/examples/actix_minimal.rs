@@ -17,7 +17,7 @@ struct Args {
     common: example::Args,
 }
 
-fn main() -> std::io::Result<()> {
+fn main() -> Result<(), prefork_actix::Error> {
     example::init_tracing();
     let args = Args::parse().common;
     let mut prefork = Prefork::new(args.addr.as_str());

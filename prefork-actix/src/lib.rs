@@ -7,7 +7,7 @@
 //! use prefork_actix::{HttpServerExt as _, Prefork, PreforkMiddleware};
 //!
 //! #[actix_web::main]
-//! async fn main() -> std::io::Result<()> {
+//! async fn main() -> Result<(), prefork_actix::Error> {
 //!     HttpServer::new(|| {
 //!         App::new()
 //!             .route("/", web::get().to(|| async { "Hello, World!" }))
@@ -24,7 +24,7 @@
 //! use actix_web::{web, App, HttpServer};
 //! use prefork_actix::{HttpServerExt as _, Prefork};
 //!
-//! fn main() -> std::io::Result<()> {
+//! fn main() -> Result<(), prefork_actix::Error> {
 //!     let prefork = Prefork::new("0.0.0.0:8080")
 //!         .workers(4)                                 // processes (default: one per CPU)
 //!         .reuseport(false)                           // one shared socket (the default)
@@ -49,7 +49,7 @@
 //!   async runtime and never calls the app factory.
 //! - **Worker:** the `HttpServer` is given the inherited listener(s) with `listen` (or
 //!   `listen_rustls_0_23`), runs **one actix worker thread per process** by default
-//!   ([`Config::threads`]), has actix's signal handling disabled (prefork handles SIGTERM and the
+//!   ([`Server::threads`]), has actix's signal handling disabled (prefork handles SIGTERM and the
 //!   master's death). It reports ready once actix accepts, and on SIGTERM (or the master's
 //!   death) it drains without loss (below) and exits 0.
 //!
@@ -133,9 +133,9 @@
 //! ([`recover_threshold`](Prefork::recover_threshold), [`recover_window`](Prefork::recover_window)),
 //! the hooks (`on_child_spawn`, `on_master_ready`, `on_child_recover`, `on_master_death`),
 //! `command_producer`, and [`tls`](Prefork::tls). The one actix setting prefork owns, threads per
-//! process, is on [`Config`]:
-//! `.run_prefork(Config::new(prefork).threads(2))`, as is a connection callback
-//! ([`Config::on_connect`]). Everything else actix offers (keep-alive, timeouts,
+//! process, is on [`Server`]:
+//! `.run_prefork(Server::from_prefork(prefork).threads(2))`, as is a connection callback
+//! ([`Server::on_connect`]). Everything else actix offers (keep-alive, timeouts,
 //! `max_connections`, ...) is set on the `HttpServer` as usual, except `bind`/`listen`,
 //! `workers`, `disable_signals`, `on_connect` and `shutdown_signal`, which prefork owns
 //! (actix's `shutdown_timeout` is unused: the drain follows [`Prefork::shutdown_timeout`]).
@@ -182,14 +182,16 @@ mod ext;
 mod middleware;
 mod worker;
 
-pub use config::{Config, DEFAULT_THREADS};
+#[allow(deprecated)]
+pub use config::Config;
+pub use config::{Server, DEFAULT_THREADS};
 pub use ext::HttpServerExt;
 pub use middleware::{PreforkFuture, PreforkMiddleware, PreforkService};
 
 /// The process model this crate builds on (the same version), for its other types.
 pub use prefork_core;
 #[doc(no_inline)]
-pub use prefork_core::Prefork;
+pub use prefork_core::{BoxError, Error, Prefork};
 #[cfg(feature = "tls")]
 #[doc(no_inline)]
 pub use prefork_core::{PemFiles, TlsConfig};

@@ -210,7 +210,7 @@ impl Prefork {
     /// How long a stopping worker may drain before SIGKILL. Default:
     /// [`DEFAULT_SHUTDOWN_TIMEOUT`] (30 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+        self.shutdown_timeout = saturate(timeout);
         self
     }
 
@@ -221,7 +221,7 @@ impl Prefork {
     /// ([`Error::WorkerStartup`]); later, a respawned worker that misses it is killed and counts
     /// as an unexpected exit. A worker stuck in its start-up never hangs the master.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = timeout;
+        self.ready_timeout = saturate(timeout);
         self
     }
 
@@ -241,7 +241,7 @@ impl Prefork {
     /// Counts only the unexpected exits within this sliding window toward the threshold.
     /// Default: none (every exit in the master's life counts, as in fasthttp).
     pub fn recover_window(mut self, window: Duration) -> Self {
-        self.recover.window = Some(window);
+        self.recover.window = Some(saturate(window));
         self
     }
 
@@ -249,7 +249,7 @@ impl Prefork {
     /// Default: [`DEFAULT_DRAIN_GRACE`](crate::DEFAULT_DRAIN_GRACE) (1 s). See
     /// [`Worker::drain_grace`].
     pub fn drain_grace(mut self, grace: Duration) -> Self {
-        self.drain_grace = grace;
+        self.drain_grace = saturate(grace);
         self
     }
 
@@ -258,7 +258,7 @@ impl Prefork {
     /// [`DEFAULT_KEEPALIVE_TIMEOUT`](crate::DEFAULT_KEEPALIVE_TIMEOUT) (75 s, nginx's
     /// `keepalive_timeout`): idle clients cannot hold a worker's descriptors forever.
     pub fn keepalive_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.keepalive_timeout = timeout;
+        self.keepalive_timeout = timeout.map(saturate);
         self
     }
 
@@ -277,7 +277,7 @@ impl Prefork {
     /// balancer (a Kubernetes Service, say) has time to stop sending new connections. Default:
     /// zero. Within Kubernetes, set it to a few seconds, or use a `preStop` sleep instead.
     pub fn shutdown_delay(mut self, delay: Duration) -> Self {
-        self.shutdown_delay = delay;
+        self.shutdown_delay = saturate(delay);
         self
     }
 
@@ -292,7 +292,7 @@ impl Prefork {
     /// event loop is blocked, deadlocked or stopped) is killed and replaced. `None` turns the
     /// watchdog off. Default: [`DEFAULT_WORKER_TIMEOUT`] (30 s).
     pub fn worker_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.worker_timeout = timeout;
+        self.worker_timeout = timeout.map(saturate);
         self
     }
 
@@ -506,5 +506,37 @@ impl Prefork {
     pub fn cpu_affinity(mut self, on: bool) -> Self {
         self.cpu_affinity = on;
         self
+    }
+}
+
+/// The longest duration the process model keeps: 100 years. Longer ones (`Duration::MAX`, "never")
+/// are cut to it, so that `Instant + duration` cannot overflow anywhere.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+fn saturate(d: Duration) -> Duration {
+    d.min(FOREVER)
+}
+
+#[cfg(test)]
+mod saturate_tests {
+    use super::*;
+
+    #[test]
+    fn duration_max_is_cut_so_that_deadlines_cannot_overflow() {
+        let p = Prefork::new("127.0.0.1:0")
+            .shutdown_timeout(Duration::MAX)
+            .ready_timeout(Duration::MAX)
+            .worker_timeout(Some(Duration::MAX))
+            .shutdown_delay(Duration::MAX);
+        let now = std::time::Instant::now();
+        for d in [
+            p.shutdown_timeout,
+            p.ready_timeout,
+            p.worker_timeout.unwrap(),
+            p.shutdown_delay,
+        ] {
+            assert_eq!(d, FOREVER);
+            assert!(now.checked_add(d).is_some());
+        }
     }
 }

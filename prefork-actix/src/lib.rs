@@ -40,6 +40,15 @@
 //! }
 //! ```
 //!
+//! # Vocabulary (the same in every prefork adapter)
+//! | concept | here |
+//! |---|---|
+//! | serve an app on an address | `HttpServer::new(app).run_prefork(Prefork::new(addr))` ([`HttpServerExt::run_prefork`]) |
+//! | build the app in each worker | actix's own app factory (`HttpServer::new(\|\| App::new()...)`) runs in each worker only |
+//! | every option | [`Server`]: `Server::new(addr)` or `Server::from_prefork(p)`, then `.prefork(\|p\| ..)` for the process model ([`Prefork`]) and `.threads(n)` for actix worker threads |
+//! | a worker's context | [`prefork_core::Worker`] (the middleware and the drain use it for you) |
+//! | errors of the entry points | [`Error`] (its `Debug` is its message, for `fn main() -> Result<(), Error>`) |
+//!
 //! # What happens where
 //! `main()` runs in the master and again in every worker (the master re-executes the program;
 //! see [`prefork_core`]). The same call does the right thing in each:

@@ -26,6 +26,13 @@
 //! (A real server also stops on [`Worker::shutdown`]; see `examples/std_hello.rs`, which polls
 //! the listener together with [`Shutdown::as_fd`] and drains in-flight requests.)
 //!
+//! # Vocabulary (shared by the adapters)
+//! [`Prefork`] is the process model's configuration; [`Worker`] is a worker's context (its id,
+//! listeners, [`Shutdown`], `ready`); the adapters' `Server` wraps a `Prefork` (reached with
+//! `.prefork(|p| ..)`) and their `serve(app, addr)` / `serve_with(factory, addr)` call
+//! [`Prefork::run`]; [`Standalone`] is the same context without a master; [`Error`] is what the
+//! entry points return (its `Debug` is its message).
+//!
 //! # The process model
 //!
 //! `main()` runs in the master and again in every worker: the master re-executes

@@ -179,12 +179,13 @@
 
 mod config;
 mod ext;
+mod idle;
 mod middleware;
 mod worker;
 
 pub use config::{Config, DEFAULT_THREADS};
 pub use ext::HttpServerExt;
-pub use middleware::{PreforkFuture, PreforkMiddleware, PreforkService};
+pub use middleware::{PreforkBody, PreforkFuture, PreforkMiddleware, PreforkService};
 
 /// The process model this crate builds on (the same version), for its other types.
 pub use prefork_core;

@@ -303,6 +303,124 @@ pub fn drain_under_load_loses_nothing(bin: &Path, extra: &[&str]) {
     assert!(exit.contains("exit status 0"), "the worker exits 0: {exit}");
 }
 
+/// Whether worker `pid` still holds a copy of a listening socket on `addr`. A draining worker
+/// closes its copies as its drain begins, so `false` (while it lives) says the drain has begun.
+fn holds_a_listener(pid: u32, addr: SocketAddr) -> bool {
+    let listeners: Vec<String> = tcp_sockets(addr)
+        .iter()
+        .filter(|s| s.listening)
+        .map(|s| format!("socket:[{}]", s.inode))
+        .collect();
+    open_fds(pid)
+        .iter()
+        .any(|(_, target)| listeners.contains(target))
+}
+
+/// Reads from `stream` until the server closes it, for at most `within`: the time it took and
+/// whether the close was a clean end of file (`Ok(0)`), or `None` if the connection stayed open
+/// (or the server sent data instead).
+fn wait_for_eof(stream: &mut TcpStream, within: Duration) -> Option<(Duration, bool)> {
+    use std::io::Read;
+    let start = Instant::now();
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => Some((start.elapsed(), true)),
+        Ok(_) => None,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(_) => Some((start.elapsed(), false)),
+    }
+}
+
+/// Proves the drain grace on idle keep-alive connections, for an example whose own idle
+/// keep-alive timeout is long (75 s, as every contract program's), so that only the grace can
+/// close them in time. Started with `--drain-grace-ms 500` and a shutdown timeout of 60 s (past
+/// every deadline here), with two keep-alive connections that each had one request answered and
+/// then stay idle; then SIGTERM to the master:
+/// - the one that stays idle is closed by its worker with a clean end of file, no sooner than
+///   the grace after the signal, and within 10 s (a worker waiting for its keep-alive timeout or
+///   its drain timeout instead fails here);
+/// - the other sends its next request once its worker has begun to drain (it has closed its
+///   listener copies), well within the grace: that worker answers it, `200` with
+///   `Connection: close`, and then closes the connection;
+/// - both workers exit 0, and the master exits 0 within 15 s of the signal.
+pub fn drain_grace_closes_idle_keepalive_connections(bin: &Path, extra: &[&str]) {
+    const GRACE: Duration = Duration::from_millis(500);
+    let mut args = vec!["--drain-grace-ms", "500", "--shutdown-timeout-ms", "60000"];
+    args.extend_from_slice(extra);
+    let mut s = start(bin, &args);
+    let workers = s.wait_ready();
+
+    let mut idle = TcpStream::connect(s.addr).unwrap();
+    let idle_pid: u32 = raw_get(&mut idle, "/pid").parse().unwrap_or(0);
+    let mut late = TcpStream::connect(s.addr).unwrap();
+    let late_pid: u32 = raw_get(&mut late, "/pid").parse().unwrap_or(0);
+    assert!(
+        workers.contains(&idle_pid) && workers.contains(&late_pid),
+        "{idle_pid} {late_pid} {workers:?}"
+    );
+    assert!(
+        holds_a_listener(late_pid, s.addr),
+        "{:?}",
+        open_fds(late_pid)
+    );
+
+    let signalled = Instant::now();
+    s.signal(Signal::SIGTERM);
+    assert!(
+        wait_until(DEADLINE, || !holds_a_listener(late_pid, s.addr)),
+        "worker {late_pid} did not begin to drain; log:\n{}",
+        s.log()
+    );
+    let sent_after = signalled.elapsed();
+    write!(late, "GET /pid HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    let answer = read_until_closed(&mut late).expect("the connection is closed after the answer");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(
+        answer.starts_with("http/1.1 200") && answer.ends_with(&late_pid.to_string()),
+        "a request sent {sent_after:?} after SIGTERM, within the grace, is answered by the \
+         draining worker: {answer:?}; log:\n{}",
+        s.log()
+    );
+    assert!(answer.contains("connection: close"), "{answer:?}");
+
+    let (_, clean) = wait_for_eof(&mut idle, Duration::from_secs(10)).unwrap_or_else(|| {
+        panic!(
+            "the idle keep-alive connection to {idle_pid} was not closed within 10 s of the \
+             SIGTERM (grace {GRACE:?}); log:\n{}",
+            s.log()
+        )
+    });
+    let closed_after = signalled.elapsed();
+    assert!(clean, "closed with a reset, not an end of file");
+    assert!(
+        closed_after >= GRACE,
+        "the idle connection was closed {closed_after:?} after SIGTERM, before the grace"
+    );
+
+    let status = s
+        .wait_exit(Duration::from_secs(15).saturating_sub(signalled.elapsed()))
+        .unwrap_or_else(|| panic!("the master did not exit within 15 s; log:\n{}", s.log()));
+    let log = s.log();
+    assert!(
+        status.success(),
+        "master exit status {status:?}; log:\n{log}"
+    );
+    assert_all_gone(workers, &log);
+    assert_eq!(
+        log.matches("status=exit status 0").count(),
+        2,
+        "both workers drained and exited 0:\n{log}"
+    );
+}
+
 /// Runs `bin` with `args` and expects it to exit on its own with status 1 and a message that
 /// starts with the program's name; returns everything it printed.
 fn fails_fast(bin: &Path, args: &[&str]) -> String {

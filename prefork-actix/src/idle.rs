@@ -17,8 +17,8 @@
 //! actix then reads end-of-file, as if the client had closed its side: with no request in
 //! progress it flushes whatever it still buffers and closes the connection, so the client sees a
 //! clean end-of-file. A request that reached the socket just before the read side was shut down
-//! is still read (the kernel returns queued data before the end-of-file), answered, and then the
-//! connection closes. HTTP/2 connections are closed the same way, without a GOAWAY frame: actix
+//! is still read (the kernel returns queued data before the end-of-file), answered (with actix's
+//! default `h1_allow_half_closed(true)`), and then the connection closes. HTTP/2 connections are closed the same way, without a GOAWAY frame: actix
 //! has no hook to send one.
 //!
 //! Without the middleware no request is seen, so no connection could be told idle: nothing is
@@ -57,8 +57,9 @@ pub(crate) struct ConnState {
 /// handler can keep an `HttpRequest` (which holds the connection data) after its connection has
 /// closed, and then the number may be reused by another descriptor of this process. So before
 /// the shutdown the number is checked to still name the same socket (`/proc/self/fd/N` has the
-/// recorded device and inode); a live socket keeps its inode, and between that check and the
-/// shutdown nothing else runs on this thread, which is the only one that could close it.
+/// recorded device and inode; without `/proc` nothing is shut down); a live socket keeps its
+/// inode, and between that check and the shutdown nothing else runs on this thread, which is
+/// the only one that could close it.
 #[derive(Debug, Clone, Copy)]
 struct Socket {
     fd: RawFd,

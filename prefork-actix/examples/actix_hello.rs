@@ -18,6 +18,11 @@ use clap::Parser;
 use prefork_actix::{HttpServerExt as _, PreforkMiddleware, Server};
 use prefork_testutil::example;
 
+/// The idle keep-alive timeout the other adapters' contract programs have:
+/// [`Prefork::keepalive_timeout`](prefork_actix::Prefork::keepalive_timeout)'s default (75 s).
+/// actix's `keep_alive` is set on the `HttpServer`; prefork-actix does not apply the `Prefork`'s.
+const KEEPALIVE: Duration = prefork_actix::prefork_core::DEFAULT_KEEPALIVE_TIMEOUT;
+
 /// The contract programs' shared flags, plus two of this example's own.
 #[derive(Parser, Debug)]
 struct Args {
@@ -115,9 +120,12 @@ fn prefork(args: &Args) -> io::Result<()> {
             .data_factory(move || load_required_file(required.clone()))
             .configure(|cfg| routes(cfg, sleep))
             // Counts requests, ends keep-alive connections at a request boundary when the
-            // worker drains, and runs the heartbeat on each actix worker thread.
+            // worker drains (and idle ones after the drain grace), and runs the heartbeat on
+            // each actix worker thread.
             .wrap(PreforkMiddleware)
     })
+    // The other adapters' idle keep-alive timeout (actix's own default is 5 s).
+    .keep_alive(KEEPALIVE)
     .run_prefork(Server::from_prefork(prefork).threads(args.threads))?;
     Ok(())
 }
@@ -139,6 +147,7 @@ async fn single_process(args: &Args) -> io::Result<()> {
             .data_factory(move || load_required_file(required.clone()))
             .configure(|cfg| routes(cfg, sleep))
     })
+    .keep_alive(KEEPALIVE)
     .workers(threads)
     .shutdown_timeout(common.shutdown_timeout().as_secs());
     let server = match common.tls() {

@@ -56,8 +56,9 @@ pub trait HttpServerExt: private::Sealed {
     /// - `workers(threads)`: one actix worker thread per process by default;
     /// - `disable_signals()`: prefork's worker side handles SIGTERM/SIGINT and the master's
     ///   death, so signals are not handled twice;
-    /// - `on_connect`: gives each connection its drain state (and counts it); a callback of
-    ///   your own goes on [`Server::on_connect`];
+    /// - `on_connect`: gives each connection its drain state (counts it, and records its socket
+    ///   on the actix worker thread serving it, for the drain grace); a callback of your own goes
+    ///   on [`Server::on_connect`], and runs too;
     /// - `listen_uds` on each inherited Unix domain socket (`unix:/path` addresses), plain
     ///   HTTP/1.1;
     /// - reports ready to the master once actix has started its worker threads (each has built
@@ -173,7 +174,10 @@ where
         .workers(threads)
         .disable_signals()
         .on_connect(move |io, data| {
-            data.insert(PreforkConn(drain.connection()));
+            data.insert(PreforkConn {
+                drain: drain.connection(),
+                idle: crate::idle::register(io),
+            });
             if let Some(user) = &user_on_connect {
                 user(io, data);
             }

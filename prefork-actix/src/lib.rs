@@ -66,10 +66,11 @@
 //! actix-web's `HttpServer` keeps its app factory to itself, so the adapter cannot wrap your
 //! app: add [`PreforkMiddleware`] with `.wrap(PreforkMiddleware)` (last, so it sees every
 //! response). It counts requests (the master's stats, `max_requests`), ends keep-alive
-//! connections at a request boundary when the worker drains, and runs the heartbeat on each
-//! actix worker thread. Without it a worker serves, but logs a warning at start, counts no
-//! requests, beats from its control thread (a blocked handler goes unnoticed) and cannot close
-//! busy keep-alive connections before the drain timeout.
+//! connections at a request boundary when the worker drains (and tells the drain which
+//! connections are idle), and runs the heartbeat on each actix worker thread. Without it a
+//! worker serves, but logs a warning at start, counts no requests, beats from its control thread
+//! (a blocked handler goes unnoticed), cannot close busy keep-alive connections before the drain
+//! timeout and leaves idle ones to actix's `keep_alive` timer.
 //!
 //! # The loss-free drain
 //! On SIGTERM, a reload, a scale-down or a recycle, a worker:
@@ -78,25 +79,53 @@
 //! 2. pauses actix's accept thread and closes its copies of the listening sockets at once (the
 //!    other workers keep accepting from the shared queue; on a final stop, new connections are
 //!    refused instead of hanging);
-//! 3. waits until every connection has ended, or for
-//!    [`Child::drain_timeout`](prefork_core::Child::drain_timeout) (the shutdown timeout less a
+//! 3. closes every keep-alive connection that stays idle (no request in progress, none started
+//!    or finished) for [`Prefork::drain_grace`] (1 s by default): a client that sends its next
+//!    request within the grace is answered, with `Connection: close`. No connection is closed
+//!    under a request in progress, and a streaming response is in progress until its last chunk;
+//! 4. waits until every connection has ended, or for
+//!    [`Worker::drain_timeout`](prefork_core::Worker::drain_timeout) (the shutdown timeout less a
 //!    margin, so the worker exits before the master's SIGKILL), exactly, not rounded to
 //!    seconds; connections still open then are dropped with the process.
 //!
-//! An idle keep-alive connection is closed by actix's own `keep_alive` timer (5 s by default),
-//! which stands in for [`Prefork::drain_grace`]: a client that sends on it meanwhile is
-//! answered, with `Connection: close`. HTTP/2 connections end when idle the same way (actix has
-//! no GOAWAY hook). actix's own graceful stop (`ServerHandle::stop(true)`) is not used: it drops
-//! connections accepted but not yet handed to a worker thread and closes idle keep-alive
-//! connections at once, under a client that may be sending.
+//! actix has no hook for closing a connection, so the grace is kept by the adapter:
+//! `on_connect` records each connection's socket on the actix worker thread that serves it,
+//! [`PreforkMiddleware`] marks the connection busy from a request's start to the end of its
+//! response body, and once the drain starts a task on each actix worker thread looks at that
+//! thread's connections once per grace and shuts down the read side of every socket on which
+//! nothing happened since its previous look. actix reads end-of-file, as if the client had
+//! closed its side, and closes the connection: the client sees a clean end of file. A connection
+//! idle since before the drain is closed one grace after it starts; one used during the drain,
+//! between one and two graces after its last request. Without [`PreforkMiddleware`] no request
+//! is seen, so no connection is closed this way (actix's `keep_alive` timer still applies).
+//!
+//! Limits, all from what actix-web 4 / actix-http 3 let an adapter do:
+//! - **HTTP/2 gets no GOAWAY.** actix-http's HTTP/2 dispatcher is private and has no graceful
+//!   shutdown (the graceful-shutdown signal actix-http has for HTTP/1 is internal, fired only by
+//!   actix's own graceful stop): an HTTP/2 connection is closed once idle for the grace, like an
+//!   HTTP/1 one, without being told first. One that always has a request in progress ends at the
+//!   drain timeout.
+//! - **Reads are not seen.** The other adapters count every read as activity; here only
+//!   requests are. A request head still arriving when the grace ends (a client sending it over
+//!   more than a grace) is cut.
+//!
+//! actix's own graceful stop (`ServerHandle::stop(true)`) is not used: it drops connections
+//! accepted but not yet handed to a worker thread and closes idle keep-alive connections at
+//! once, under a client that may be sending.
 //!
 //! # Timeouts (on by default)
 //! actix's, set on the `HttpServer` as usual:
 //! - `client_request_timeout` (**5 s**): a new connection must deliver its first request's head
 //!   within it (the header read timeout: slow-header clients are closed; `408` if partly sent);
-//! - `keep_alive` (**5 s**): an idle keep-alive connection is closed after it;
+//! - `keep_alive` (**5 s**): an idle keep-alive connection is closed after it (during a drain,
+//!   after the drain grace if that comes first);
 //! - `client_disconnect_timeout` (**1 s**): how long a closing connection may take to shut down;
 //! - `tls_handshake_timeout`: from [`TlsConfig::handshake_timeout`] (10 s), with `tls`.
+//!
+//! [`Prefork::keepalive_timeout`] (75 s, the idle timeout of the other adapters) is **not**
+//! applied: `HttpServer` does not tell whether you set `keep_alive`, and overriding yours would
+//! be wrong. For the other adapters' behaviour, set it yourself:
+//! `.keep_alive(prefork_actix::prefork_core::DEFAULT_KEEPALIVE_TIMEOUT)`.
 //!
 //! # Health
 //! - **Heartbeat:** [`PreforkMiddleware`] starts a heartbeat task on each actix worker thread as
@@ -188,6 +217,7 @@
 
 mod config;
 mod ext;
+mod idle;
 mod middleware;
 mod worker;
 
@@ -195,7 +225,7 @@ mod worker;
 pub use config::Config;
 pub use config::{Server, DEFAULT_THREADS};
 pub use ext::HttpServerExt;
-pub use middleware::{PreforkFuture, PreforkMiddleware, PreforkService};
+pub use middleware::{PreforkBody, PreforkFuture, PreforkMiddleware, PreforkService};
 
 /// The process model this crate builds on (the same version), for its other types.
 pub use prefork_core;

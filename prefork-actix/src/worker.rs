@@ -78,8 +78,9 @@ async fn alongside<F: Future>(server: &mut Server, fut: F) -> Result<F::Output, 
 ///    the shared-socket mode the other workers keep accepting from the queue; on a final stop,
 ///    with every copy closed, new connections are refused instead of hanging);
 /// 3. the connections end at their request boundaries (busy keep-alive ones after their next
-///    response, idle ones by actix's `keep_alive` timer), until none is open or
-///    [`Worker::drain_timeout`] has passed since the notification, exactly;
+///    response, idle ones once idle for the drain grace: see [`crate::idle`], which runs on the
+///    actix worker threads), until none is open or [`Worker::drain_timeout`] has passed since the
+///    notification, exactly;
 /// 4. the server is dropped, which stops actix's threads at once.
 ///
 /// actix's own graceful stop (`ServerHandle::stop(true)`) is not used: it drops connections
@@ -159,8 +160,8 @@ fn fallback_heartbeat(
         worker = child.id(),
         "the app has no prefork_actix::PreforkMiddleware (add `.wrap(PreforkMiddleware)`): \
          requests are not counted, a blocked handler is not noticed by the heartbeat watchdog, \
-         and busy keep-alive connections are not closed at a request boundary when the worker \
-         drains"
+         and when the worker drains, busy keep-alive connections are not closed at a request \
+         boundary nor idle ones after the drain grace"
     );
     let heartbeat = child.heartbeat();
     Some(actix_rt::spawn(async move {

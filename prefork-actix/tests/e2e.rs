@@ -170,6 +170,14 @@ fn drain_under_load_loses_nothing() {
     contract::drain_under_load_loses_nothing(&hello(), &[]);
 }
 
+/// actix's own `keep_alive` timer would close an idle keep-alive connection only after 75 s
+/// (`actix_hello` sets the other adapters' timeout): within the scenario's deadlines it is the
+/// drain grace that closes it.
+#[test]
+fn drain_grace_closes_idle_keepalive_connections() {
+    contract::drain_grace_closes_idle_keepalive_connections(&hello(), &[]);
+}
+
 #[test]
 fn reloads_under_load_lose_nothing() {
     ops::reloads_under_load_lose_nothing(&hello(), &[]);

@@ -1,7 +1,8 @@
-//! The smallest prefork actix-web program, from a plain `fn main()` (no async runtime in the
-//! master at all; each worker starts its own).
+//! A contract program (driven by `tests/e2e.rs`): prefork actix-web from a plain `fn main()`
+//! (no async runtime in the master at all; each worker starts its own). The copyable version is
+//! `actix_minimal`.
 //!
-//! Run with: `cargo run -p prefork-actix --example actix_minimal -- --addr 127.0.0.1:8080 --workers 2`
+//! Run with: `cargo run -p prefork-actix --example actix_fn_main -- --addr 127.0.0.1:8080 --workers 2`
 //!
 //! Takes the contract programs' shared flags but uses only `--addr` and
 //! `--workers`; see `actix_hello` for the full program.

@@ -186,7 +186,7 @@
 //!
 //! ```no_run
 //! # #[cfg(feature = "tls")]
-//! # fn main() -> std::io::Result<()> {
+//! # fn main() -> Result<(), prefork_actix::Error> {
 //! use actix_web::{App, HttpServer};
 //! use prefork_actix::{HttpServerExt as _, PemFiles, Prefork, TlsConfig};
 //!

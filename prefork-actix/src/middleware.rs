@@ -158,7 +158,7 @@ impl Pulse {
 /// use actix_web::{web, App, HttpServer};
 /// use prefork_actix::{HttpServerExt as _, Prefork, PreforkMiddleware};
 ///
-/// fn main() -> std::io::Result<()> {
+/// fn main() -> Result<(), prefork_actix::Error> {
 ///     HttpServer::new(|| {
 ///         App::new()
 ///             .route("/", web::get().to(|| async { "Hello, World!" }))

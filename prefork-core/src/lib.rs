@@ -4,7 +4,7 @@
 //! ```no_run
 //! use std::io::{Read, Write};
 //!
-//! fn main() -> std::io::Result<()> {
+//! fn main() -> Result<(), prefork_core::Error> {
 //!     prefork_core::Prefork::new("127.0.0.1:8080")
 //!         .workers(2)
 //!         .run(|worker| {
@@ -19,8 +19,7 @@
 //!                 stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")?;
 //!             }
 //!             Ok(())
-//!         })?;
-//!     Ok(())
+//!         })
 //! }
 //! ```
 //! (A real server also stops on [`Worker::shutdown`]; see `examples/std_hello.rs`, which polls

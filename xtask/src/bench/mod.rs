@@ -42,12 +42,12 @@ pub(crate) struct BenchArgs {
     )]
     adapters: Vec<Adapter>,
     /// Our modes in the plain and seed scenarios (the others run prefork; pinned also
-    /// no-prefork).
+    /// no-prefork; stats-off runs in plain only).
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "prefork,reuseport,no-prefork"
+        default_value = "prefork,reuseport,no-prefork,stats-off"
     )]
     modes: Vec<Mode>,
     /// Scenarios to run.

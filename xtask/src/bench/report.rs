@@ -192,8 +192,8 @@ fn verdict(ours: &[f64], other: &[f64], ratios: &[f64]) -> &'static str {
 }
 
 /// Every prefork configuration of ours against every peer of the same case, and (where both
-/// ran) against the same adapter's `no-prefork`; `cpu-affinity` against the same adapter's
-/// unpinned `prefork`.
+/// ran) against the same adapter's `no-prefork` and `prefork-stats-off` (the ratio is then
+/// stats on / stats off); `cpu-affinity` against the same adapter's unpinned `prefork`.
 pub(crate) fn compare(samples: &[Sample]) -> Vec<Comparison> {
     let sums = summarize(samples);
     let mut out = Vec::new();
@@ -207,7 +207,9 @@ pub(crate) fn compare(samples: &[Sample]) -> Vec<Comparison> {
                     // Pinned workers against the same server unpinned, same run.
                     o.server == ours.server && o.mode == "prefork"
                 } else {
-                    o.mode == "peer" || (o.server == ours.server && o.mode == "no-prefork")
+                    o.mode == "peer"
+                        || (o.server == ours.server
+                            && (o.mode == "no-prefork" || o.mode == "prefork-stats-off"))
                 }
         });
         for other in others {
@@ -327,7 +329,7 @@ pub(crate) fn markdown(samples: &[Sample]) -> String {
     let cmp = compare(samples);
     if !cmp.is_empty() {
         let _ = writeln!(md, "### Ours against the others, round by round\n");
-        let _ = writeln!(md, "Ratios are ours / other within the same round: median (min–max). A verdict says higher or lower only where the spreads do not overlap or the ratio is on the same side of 1 in every round.\n");
+        let _ = writeln!(md, "Ratios are ours / other within the same round: median (min–max); against `prefork-stats-off` the ratio is stats on / stats off, the hot-path cost of counting and heartbeats. A verdict says higher or lower only where the spreads do not overlap or the ratio is on the same side of 1 in every round.\n");
         let _ = writeln!(
             md,
             "| case | ours | other | rps ratio | rps | p99 ratio | p99 |"
@@ -399,5 +401,25 @@ mod tests {
         assert_eq!(c[0].rps_verdict, "higher");
         assert_eq!(c[0].p99_verdict, "no clear difference");
         assert!(markdown(&samples).contains("| plain | axum prefork | nginx peer |"));
+    }
+
+    #[test]
+    fn stats_on_against_stats_off() {
+        let samples: Vec<Sample> = (1..=3)
+            .flat_map(|r| {
+                [
+                    sample(r, "hyper", "prefork", 99.0, 1.0),
+                    sample(r, "hyper", "prefork-stats-off", 100.0, 1.0),
+                ]
+            })
+            .collect();
+        let c = compare(&samples);
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].ours.as_str(), c[0].other.as_str()),
+            ("hyper prefork", "hyper prefork-stats-off")
+        );
+        assert!((c[0].rps_ratio.median - 0.99).abs() < 1e-9);
+        assert_eq!(c[0].rps_verdict, "lower");
     }
 }

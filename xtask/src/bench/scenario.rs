@@ -105,8 +105,8 @@ pub(crate) fn cases(scenario: Scenario, c10k_conns: usize) -> Vec<Case> {
     }
 }
 
-/// The servers a case runs: ours in prefork mode (every `--modes` in plain and seed; also
-/// `--no-prefork` in pinned), then the peers that can serve it.
+/// The servers a case runs: ours in prefork mode (every `--modes` in plain and seed, but
+/// stats-off in plain only; also `--no-prefork` in pinned), then the peers that can serve it.
 pub(crate) fn targets(
     case: &Case,
     adapters: &[Adapter],
@@ -114,7 +114,12 @@ pub(crate) fn targets(
     peers: &[Peer],
 ) -> Vec<Target> {
     let modes: Vec<Mode> = match case.scenario {
-        Scenario::Plain | Scenario::Seed => modes.to_vec(),
+        Scenario::Plain => modes.to_vec(),
+        Scenario::Seed => modes
+            .iter()
+            .copied()
+            .filter(|&m| m != Mode::StatsOff)
+            .collect(),
         Scenario::Pinned => vec![Mode::Prefork, Mode::NoPrefork],
         _ => vec![Mode::Prefork],
     };

@@ -82,6 +82,9 @@ pub(crate) enum Mode {
     Pinned,
     /// The framework's own multi-threaded single-process server (`--workers` threads).
     NoPrefork,
+    /// As prefork, with stats and heartbeats off (`--no-stats`: no counting, no watchdog): the
+    /// hot-path cost of both, against prefork in the same rounds (plain scenario only).
+    StatsOff,
 }
 
 impl Mode {
@@ -91,6 +94,7 @@ impl Mode {
             Mode::Reuseport => "reuseport",
             Mode::Pinned => "cpu-affinity",
             Mode::NoPrefork => "no-prefork",
+            Mode::StatsOff => "prefork-stats-off",
         }
     }
 }
@@ -285,6 +289,9 @@ pub(crate) fn command(target: Target, launch: &Launch<'_>) -> Result<Command> {
                 }
                 Mode::NoPrefork => {
                     c.arg("--no-prefork");
+                }
+                Mode::StatsOff => {
+                    c.arg("--no-stats");
                 }
             }
             if launch.proto.tls() {

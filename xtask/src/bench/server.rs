@@ -179,6 +179,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) limits: Limits,
     /// `RUST_LOG` of our servers.
     pub(crate) rust_log: &'a str,
+    /// The master's control socket (`--control-socket`), for ours: per-worker stats.
+    pub(crate) control_socket: Option<&'a Path>,
 }
 
 /// CPU affinity and fd limit, applied to a command between fork and exec.
@@ -293,6 +295,9 @@ pub(crate) fn command(target: Target, launch: &Launch<'_>) -> Result<Command> {
                 Mode::StatsOff => {
                     c.arg("--no-stats");
                 }
+            }
+            if let Some(path) = launch.control_socket {
+                c.arg("--control-socket").arg(path);
             }
             if launch.proto.tls() {
                 let (cert, key) = launch.certs.context("TLS run without certificates")?;

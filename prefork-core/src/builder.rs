@@ -77,6 +77,7 @@ pub struct Prefork {
     pub(crate) shutdown_delay: Duration,
     pub(crate) reload_surge: usize,
     pub(crate) worker_timeout: Option<Duration>,
+    pub(crate) stats: bool,
     pub(crate) max_requests: Option<u64>,
     pub(crate) max_requests_jitter: u64,
     pub(crate) max_memory: Option<u64>,
@@ -112,6 +113,7 @@ impl fmt::Debug for Prefork {
             .field("shutdown_delay", &self.shutdown_delay)
             .field("reload_surge", &self.reload_surge)
             .field("worker_timeout", &self.worker_timeout)
+            .field("stats", &self.stats)
             .field("max_requests", &self.max_requests)
             .field("max_requests_jitter", &self.max_requests_jitter)
             .field("max_memory", &self.max_memory)
@@ -141,6 +143,7 @@ impl Default for Prefork {
             shutdown_delay: Duration::ZERO,
             reload_surge: 1,
             worker_timeout: Some(DEFAULT_WORKER_TIMEOUT),
+            stats: true,
             max_requests: None,
             max_requests_jitter: 0,
             max_memory: None,
@@ -296,6 +299,22 @@ impl Prefork {
         self
     }
 
+    /// Whether workers count their requests and open connections for the master's stats
+    /// ([`MasterHandle::stats`](crate::MasterHandle::stats), the control socket) and
+    /// [`Prefork::max_requests`]. Default: on.
+    ///
+    /// Off, every worker's [`Child::counters`] are [`Counters::disabled`](crate::Counters::disabled)
+    /// (counting is a predictable branch that does nothing), the master's stats show zero
+    /// requests and connections, and, if [`Prefork::worker_timeout`] is `None` too, workers send
+    /// no heartbeat at all: for servers that want no per-request bookkeeping beyond their own.
+    /// [`Prefork::run`] refuses it together with
+    /// [`Prefork::max_requests`] ([`Error::Config`]). Balanced accept ([`Prefork::balance`])
+    /// keeps working.
+    pub fn stats(mut self, on: bool) -> Self {
+        self.stats = on;
+        self
+    }
+
     /// Recycles a worker after it served this many requests (plus a random `0..=jitter`, so
     /// workers do not recycle together): its replacement starts first, and the old worker drains
     /// once the new one is ready, so capacity never drops. Default: off.
@@ -443,7 +462,8 @@ impl Prefork {
     /// from `main` (the normal case) or handle them yourself.
     ///
     /// # Errors
-    /// - [`Error::Config`]: zero workers, no listen address, `SO_REUSEPORT` off Linux; an
+    /// - [`Error::Config`]: zero workers, no listen address, `SO_REUSEPORT` off Linux,
+    ///   [`Prefork::max_requests`] with [`Prefork::stats`] off; an
     ///   unknown [`Prefork::user`]/[`Prefork::group`], or a user set while the master is not
     ///   root; a socket passed by the service manager that does not fit the configuration.
     /// - [`Error::Address`], [`Error::Bind`]: a bad address, a port in use.

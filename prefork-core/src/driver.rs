@@ -84,6 +84,13 @@ pub(crate) fn run(mut cfg: Prefork) -> Result<(), Error> {
     if cfg.addrs.is_empty() {
         return Err(Error::Config("no listen address was given".into()));
     }
+    if !cfg.stats && cfg.max_requests.is_some() {
+        return Err(Error::Config(
+            "max_requests cannot work with stats(false): the master recycles a worker by the \
+             requests it counts, and with stats off workers count nothing; drop one of the two"
+                .into(),
+        ));
+    }
     if cfg.reuseport && !cfg!(target_os = "linux") {
         return Err(Error::Config(
             "SO_REUSEPORT mode needs Linux: other systems do not balance connections across \
@@ -434,7 +441,12 @@ impl Driver {
                 .cfg
                 .keepalive_timeout
                 .map_or(0, |d| d.as_millis().max(1)),
-            heartbeat_ms: crate::health::heartbeat_interval(self.cfg.worker_timeout).as_millis(),
+            heartbeat_ms: if self.cfg.stats || self.cfg.worker_timeout.is_some() {
+                crate::health::heartbeat_interval(self.cfg.worker_timeout).as_millis()
+            } else {
+                0
+            },
+            stats: self.cfg.stats,
             nofile: self.cfg.nofile.env_value(),
             balance: self
                 .balance

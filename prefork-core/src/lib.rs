@@ -63,7 +63,7 @@
 //!   [`Prefork::worker_timeout`] is replaced. [`Prefork::max_requests`] and
 //!   [`Prefork::max_memory`] recycle workers surge first (the replacement is ready before the old
 //!   worker drains). [`MasterHandle::stats`] and the [`Prefork::control_socket`] report each
-//!   worker's requests, connections and memory.
+//!   worker's requests, connections and memory ([`Prefork::stats`] turns the counting off).
 //! - **Signals.** SIGTERM or SIGINT: the master closes its listener copies and each worker drains
 //!   ([`Worker::drain_grace`]) and exits; after [`Prefork::shutdown_timeout`] the rest get SIGKILL,
 //!   and `run` returns `Ok(())`. A second SIGTERM/SIGINT, or SIGQUIT, stops at once. SIGHUP
@@ -131,7 +131,9 @@ pub type Child = Worker;
 pub use drain::{Drain, DrainConn, DEFAULT_KEEPALIVE_TIMEOUT};
 pub use error::{BoxError, Error};
 pub use handle::{MasterHandle, Stats, WorkerStats};
-pub use health::{ConnectionGuard, Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL};
+pub use health::{
+    ConnectionGuard, Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL, IDLE_HEARTBEAT_INTERVAL,
+};
 pub use listener::{bind, ListenAddr, Network, DEFAULT_UNIX_MODE};
 #[allow(deprecated)]
 pub use role::is_child;

@@ -24,8 +24,10 @@ pub(crate) const ENV_BALANCE_SLOT: &str = "PREFORK_BALANCE_SLOT";
 
 /// The control protocol version the master speaks; a worker of another version refuses to start.
 pub(crate) const ENV_PROTOCOL: &str = "PREFORK_PROTOCOL";
-/// How often the worker sends a heartbeat, in milliseconds.
+/// How often the worker sends a heartbeat, in milliseconds; 0: never (no watchdog, stats off).
 pub(crate) const ENV_HEARTBEAT_MS: &str = "PREFORK_HEARTBEAT_MS";
+/// `off`: the worker counts nothing ([`Prefork::stats`](crate::Prefork::stats)).
+pub(crate) const ENV_STATS: &str = "PREFORK_STATS";
 /// How long a draining worker keeps an idle keep-alive connection open, in milliseconds.
 pub(crate) const ENV_DRAIN_GRACE_MS: &str = "PREFORK_DRAIN_GRACE_MS";
 /// The idle keep-alive timeout in milliseconds (0: none).

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::health::{Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL};
+use crate::health::{Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL, IDLE_HEARTBEAT_INTERVAL};
 use crate::listener::{self, Network};
 use crate::role::*;
 use crate::shutdown::{Shutdown, ShutdownReason};
@@ -102,6 +102,8 @@ pub struct Worker {
     drain_grace: Duration,
     keepalive_timeout: Option<Duration>,
     heartbeat_interval: Duration,
+    /// `false` when the master needs no heartbeat (stats off and no watchdog).
+    beats: bool,
     counters: Counters,
     balance: crate::balance::Balance,
     #[cfg(feature = "tls")]
@@ -130,6 +132,7 @@ impl Worker {
 
     /// The worker's request and connection counters. Adapters count every request and open
     /// connection here; the master reads them from the heartbeats (stats, `max_requests`).
+    /// [`Counters::disabled`] when [`Prefork::stats`](crate::Prefork::stats) is off.
     pub fn counters(&self) -> Counters {
         self.counters.clone()
     }
@@ -152,7 +155,15 @@ impl Worker {
     /// worker (a worker that never asks for its heartbeat is not watched, so a server written
     /// directly on [`Prefork::run`](crate::Prefork::run) without heartbeats is never killed for
     /// silence).
+    ///
+    /// When the master needs no heartbeat ([`Prefork::stats`](crate::Prefork::stats) off and
+    /// [`Prefork::worker_timeout`](crate::Prefork::worker_timeout) `None`), the heartbeat is
+    /// disabled ([`Heartbeat::is_enabled`]): it sends nothing and its interval is
+    /// [`IDLE_HEARTBEAT_INTERVAL`](crate::IDLE_HEARTBEAT_INTERVAL).
     pub fn heartbeat(&self) -> Heartbeat {
+        if !self.beats {
+            return Heartbeat::new(None, self.counters.clone(), IDLE_HEARTBEAT_INTERVAL);
+        }
         if let Some(c) = &self.control {
             if !c.watched.swap(true, Ordering::SeqCst) {
                 c.heartbeat(self.counters.requests(), self.counters.connections());
@@ -291,6 +302,7 @@ impl Worker {
             drain_grace: DEFAULT_DRAIN_GRACE,
             keepalive_timeout: Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            beats: true,
             counters: Counters::default(),
             balance: crate::balance::Balance::disabled(),
             #[cfg(feature = "tls")]
@@ -418,6 +430,10 @@ pub(crate) fn from_env(cfg: WorkerConfig) -> Result<Worker, Error> {
         Some(d) => Some(d),
         None => Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
     };
+    // Stats off: nothing is counted; with no watchdog either, the master passes a heartbeat
+    // interval of 0 and the worker sends no heartbeat at all.
+    let stats = std::env::var(ENV_STATS).map_or(true, |v| v != "off");
+    let beats = stats || env_ms(ENV_HEARTBEAT_MS) != Some(Duration::ZERO);
     let heartbeat_interval = env_ms(ENV_HEARTBEAT_MS)
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL);
@@ -505,7 +521,8 @@ pub(crate) fn from_env(cfg: WorkerConfig) -> Result<Worker, Error> {
         drain_grace,
         keepalive_timeout,
         heartbeat_interval,
-        counters: Counters::with_balance(balance.clone()),
+        beats,
+        counters: Counters::with_balance(balance.clone(), stats),
         balance,
         #[cfg(feature = "tls")]
         tls,

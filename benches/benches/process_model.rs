@@ -4,14 +4,14 @@
 //!
 //! `spawn_to_ready` times a whole master cycle with one worker: bind, re-exec this benchmark
 //! binary as the worker, wait for its `ready`, stop it. The worker side is this same binary,
-//! recognised by `prefork_core::is_child()` before criterion starts.
+//! recognised by `prefork_core::is_worker()` before criterion starts.
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
 use std::process::Command;
 use std::time::Duration;
 
 use criterion::{criterion_group, Criterion};
-use prefork_core::{is_child, Prefork, Shutdown, ShutdownReason};
+use prefork_core::{is_worker, Prefork, Shutdown, ShutdownReason};
 
 fn worker() {
     let result = Prefork::new("127.0.0.1:0").run(|child| {
@@ -56,7 +56,7 @@ criterion_group! {
 }
 
 fn main() {
-    if is_child() {
+    if is_worker() {
         worker();
         return;
     }

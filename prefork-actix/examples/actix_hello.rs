@@ -15,8 +15,13 @@ use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use clap::Parser;
-use prefork_actix::{Config, HttpServerExt as _, PreforkMiddleware};
+use prefork_actix::{HttpServerExt as _, PreforkMiddleware, Server};
 use prefork_testutil::example;
+
+/// The idle keep-alive timeout the other adapters' contract programs have:
+/// [`Prefork::keepalive_timeout`](prefork_actix::Prefork::keepalive_timeout)'s default (75 s).
+/// actix's `keep_alive` is set on the `HttpServer`; prefork-actix does not apply the `Prefork`'s.
+const KEEPALIVE: Duration = prefork_actix::prefork_core::DEFAULT_KEEPALIVE_TIMEOUT;
 
 /// The contract programs' shared flags, plus two of this example's own.
 #[derive(Parser, Debug)]
@@ -115,10 +120,14 @@ fn prefork(args: &Args) -> io::Result<()> {
             .data_factory(move || load_required_file(required.clone()))
             .configure(|cfg| routes(cfg, sleep))
             // Counts requests, ends keep-alive connections at a request boundary when the
-            // worker drains, and runs the heartbeat on each actix worker thread.
+            // worker drains (and idle ones after the drain grace), and runs the heartbeat on
+            // each actix worker thread.
             .wrap(PreforkMiddleware)
     })
-    .run_prefork(Config::new(prefork).threads(args.threads))
+    // The other adapters' idle keep-alive timeout (actix's own default is 5 s).
+    .keep_alive(KEEPALIVE)
+    .run_prefork(Server::from_prefork(prefork).threads(args.threads))?;
+    Ok(())
 }
 
 /// actix's own multi-threaded server in one process: the baseline.
@@ -138,6 +147,7 @@ async fn single_process(args: &Args) -> io::Result<()> {
             .data_factory(move || load_required_file(required.clone()))
             .configure(|cfg| routes(cfg, sleep))
     })
+    .keep_alive(KEEPALIVE)
     .workers(threads)
     .shutdown_timeout(common.shutdown_timeout().as_secs());
     let server = match common.tls() {
@@ -145,7 +155,9 @@ async fn single_process(args: &Args) -> io::Result<()> {
         Some(tls) => {
             let config = tls.load().map_err(io::Error::from)?;
             server
-                .tls_handshake_timeout(tls.get_handshake_timeout())
+                .tls_handshake_timeout(std::time::Duration::from_millis(
+                    common.tls_handshake_timeout_ms,
+                ))
                 .bind_rustls_0_23(common.addr.as_str(), (*config).clone())
         }
         _ => server.bind(common.addr.as_str()),

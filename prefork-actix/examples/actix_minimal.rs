@@ -1,37 +1,23 @@
-//! The smallest prefork actix-web program, from a plain `fn main()` (no async runtime in the
-//! master at all; each worker starts its own).
+//! The smallest prefork actix-web server: one master process and one worker process per CPU,
+//! all serving the same app on one shared listening socket.
 //!
-//! Run with: `cargo run -p prefork-actix --example actix_minimal -- --addr 127.0.0.1:8080 --workers 2`
+//! Run with: `cargo run -p prefork-actix --example actix_minimal`, then
+//! `curl http://127.0.0.1:8080/`. Ctrl+C (or SIGTERM) stops it gracefully.
 //!
-//! Takes the contract programs' shared flags but uses only `--addr` and
-//! `--workers`; see `actix_hello` for the full program.
+//! `main` runs in the master *and* again in every worker (the master re-executes this program).
+//! A plain `fn main()` is enough: the master runs no async runtime, each worker starts its own
+//! (`#[actix_web::main]` works too). `run_prefork` replaces `.bind(addr)?.run().await`.
 
 use actix_web::{web, App, HttpServer};
-use clap::Parser;
-use prefork_actix::{HttpServerExt as _, Prefork, PreforkMiddleware};
-use prefork_testutil::example;
+use prefork_actix::{HttpServerExt as _, PreforkMiddleware, Server};
 
-#[derive(Parser, Debug)]
-struct Args {
-    #[command(flatten)]
-    common: example::Args,
-}
-
-fn main() -> std::io::Result<()> {
-    example::init_tracing();
-    let args = Args::parse().common;
-    let mut prefork = Prefork::new(args.addr.as_str());
-    if let Some(n) = args.workers {
-        prefork = prefork.workers(n);
-    }
+fn main() -> Result<(), prefork_actix::Error> {
     HttpServer::new(|| {
         App::new()
             .route("/", web::get().to(|| async { "Hello, World!" }))
-            .route(
-                "/pid",
-                web::get().to(|| async { std::process::id().to_string() }),
-            )
+            // Last, so it sees every response: it lets a stopping worker drain keep-alive
+            // connections and feeds the master's request counts and heartbeat.
             .wrap(PreforkMiddleware)
     })
-    .run_prefork(prefork)
+    .run_prefork(Server::new("127.0.0.1:8080"))
 }

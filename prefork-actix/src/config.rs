@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use actix_web::dev::Extensions;
-use prefork_core::Prefork;
+use prefork_core::{ListenAddr, Prefork};
 
 /// A connection callback, as `HttpServer::on_connect` takes.
 pub(crate) type OnConnect = Arc<dyn Fn(&dyn Any, &mut Extensions) + Send + Sync>;
@@ -15,31 +15,35 @@ pub(crate) type OnConnect = Arc<dyn Fn(&dyn Any, &mut Extensions) + Send + Sync>
 /// prefork; a second thread per process only helps handlers that block.
 pub const DEFAULT_THREADS: usize = 1;
 
-/// A prefork actix-web server's settings: every process-model option (a configured
-/// [`Prefork`]: address(es), worker processes, `SO_REUSEPORT`, shutdown timeout, recovery budget,
-/// hooks, TLS) plus the number of actix worker threads in each process.
+/// A prefork actix-web server's settings: the process model (a [`Prefork`], reached with
+/// [`Server::prefork`]: address(es), worker processes, `SO_REUSEPORT`, shutdown timeout, reload,
+/// health, hooks, TLS) plus the number of actix worker threads in each process.
 ///
-/// A bare [`Prefork`] converts into a `Config` with the defaults, so most programs never name
+/// A bare [`Prefork`] converts into a `Server` with the defaults, so most programs never name
 /// this type:
 ///
 /// ```no_run
 /// use actix_web::{App, HttpServer};
-/// use prefork_actix::{Config, HttpServerExt as _, Prefork};
+/// use prefork_actix::{HttpServerExt as _, Server};
 ///
-/// fn main() -> std::io::Result<()> {
+/// fn main() -> Result<(), prefork_actix::Error> {
 ///     HttpServer::new(|| App::new())
-///         .run_prefork(Config::new(Prefork::new("127.0.0.1:8080").workers(4)).threads(2))
+///         .run_prefork(Server::new("127.0.0.1:8080").prefork(|p| p.workers(4)).threads(2))
 /// }
 /// ```
-pub struct Config {
+pub struct Server {
     pub(crate) prefork: Prefork,
     pub(crate) threads: usize,
     pub(crate) on_connect: Option<OnConnect>,
 }
 
-impl fmt::Debug for Config {
+/// The former name of [`Server`].
+#[deprecated(since = "0.2.0", note = "renamed to `Server`")]
+pub type Config = Server;
+
+impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
+        f.debug_struct("Server")
             .field("prefork", &self.prefork)
             .field("threads", &self.threads)
             .field("on_connect", &self.on_connect.is_some())
@@ -47,14 +51,27 @@ impl fmt::Debug for Config {
     }
 }
 
-impl Config {
+impl Server {
+    /// A server listening on `addr` (`"0.0.0.0:8080"`, `"[::]:8080"`, a `SocketAddr`,
+    /// `"unix:/run/app.sock"`), with [`Prefork`]'s defaults and [`DEFAULT_THREADS`] actix worker
+    /// thread per process.
+    pub fn new(addr: impl Into<ListenAddr>) -> Self {
+        Server::from_prefork(Prefork::new(addr))
+    }
+
     /// The settings for `prefork`, with [`DEFAULT_THREADS`] actix worker thread per process.
-    pub fn new(prefork: Prefork) -> Self {
-        Config {
+    pub fn from_prefork(prefork: Prefork) -> Self {
+        Server {
             prefork,
             threads: DEFAULT_THREADS,
             on_connect: None,
         }
+    }
+
+    /// Changes the process-model configuration: `.prefork(|p| p.workers(4))`.
+    pub fn prefork(mut self, configure: impl FnOnce(Prefork) -> Prefork) -> Self {
+        self.prefork = configure(self.prefork);
+        self
     }
 
     /// A callback for each new connection, as actix's `HttpServer::on_connect` (which
@@ -72,7 +89,7 @@ impl Config {
     /// Default: [`DEFAULT_THREADS`] (1).
     ///
     /// `0` is refused by [`run_prefork`](crate::HttpServerExt::run_prefork) with an
-    /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error before any worker starts
+    /// [`Error::Config`](prefork_core::Error::Config) before any worker starts
     /// (actix itself would panic).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads;
@@ -80,8 +97,8 @@ impl Config {
     }
 }
 
-impl From<Prefork> for Config {
+impl From<Prefork> for Server {
     fn from(prefork: Prefork) -> Self {
-        Config::new(prefork)
+        Server::from_prefork(prefork)
     }
 }

@@ -9,9 +9,9 @@ use actix_service::IntoServiceFactory;
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Response, Service, ServiceFactory};
 use actix_web::{Error, HttpServer};
-use prefork_core::{Child, Drain};
+use prefork_core::{Drain, Worker};
 
-use crate::config::{Config, OnConnect};
+use crate::config::{OnConnect, Server};
 use crate::middleware::{PreforkConn, WorkerState};
 use crate::worker;
 
@@ -41,7 +41,7 @@ pub trait HttpServerExt: private::Sealed {
     ///
     /// `config` is a configured [`Prefork`](prefork_core::Prefork) (address(es), worker
     /// processes, `SO_REUSEPORT`, shutdown timeout, recovery budget, hooks, TLS), or a
-    /// [`Config`] for more actix threads per process.
+    /// [`Server`] for more actix threads per process.
     ///
     /// **In the master** this is [`Prefork::run`](prefork_core::Prefork::run): bind, start the
     /// workers (re-executing this program), supervise them until SIGTERM/SIGINT, return when none
@@ -56,15 +56,16 @@ pub trait HttpServerExt: private::Sealed {
     /// - `workers(threads)`: one actix worker thread per process by default;
     /// - `disable_signals()`: prefork's worker side handles SIGTERM/SIGINT and the master's
     ///   death, so signals are not handled twice;
-    /// - `on_connect`: gives each connection its drain state (and counts it); a callback of
-    ///   your own goes on [`Config::on_connect`];
+    /// - `on_connect`: gives each connection its drain state (counts it, and records its socket
+    ///   on the actix worker thread serving it, for the drain grace); a callback of your own goes
+    ///   on [`Server::on_connect`], and runs too;
     /// - `listen_uds` on each inherited Unix domain socket (`unix:/path` addresses), plain
     ///   HTTP/1.1;
     /// - reports ready to the master once actix has started its worker threads (each has built
     ///   its app) and its accept thread;
     /// - on the worker's shutdown notification, drains without loss (see the
     ///   [crate docs](crate#the-loss-free-drain)), bounded by
-    ///   [`Child::drain_timeout`](prefork_core::Child::drain_timeout) exactly.
+    ///   [`Worker::drain_timeout`](prefork_core::Worker::drain_timeout) exactly.
     ///
     /// Where the calling thread already runs an async runtime (`#[actix_web::main]`,
     /// `#[tokio::main]`), the server runs on a thread of its own (`prefork-actix`) with a new
@@ -75,7 +76,7 @@ pub trait HttpServerExt: private::Sealed {
     /// `client_request_timeout`, `max_connections`, ...), and add
     /// [`PreforkMiddleware`](crate::PreforkMiddleware) to the app. Do not call `bind`/`listen`
     /// (the listeners come from the [`Prefork`](prefork_core::Prefork)), nor `workers`,
-    /// `disable_signals`, `on_connect` (use [`Config::on_connect`]) or `shutdown_signal`, which
+    /// `disable_signals`, `on_connect` (use [`Server::on_connect`]) or `shutdown_signal`, which
     /// this method owns; actix's `shutdown_timeout` is not used (prefork's drain timeout is).
     ///
     /// # Errors
@@ -89,7 +90,7 @@ pub trait HttpServerExt: private::Sealed {
     ///
     /// # Panics
     /// Propagates a panic of the server's own `prefork-actix` thread (see above) to the caller.
-    fn run_prefork(self, config: impl Into<Config>) -> io::Result<()>;
+    fn run_prefork(self, server: impl Into<Server>) -> Result<(), prefork_core::Error>;
 }
 
 impl<F, I, S, B> HttpServerExt for HttpServer<F, I, S, B>
@@ -104,31 +105,27 @@ where
     S::Service: 'static,
     B: MessageBody + 'static,
 {
-    fn run_prefork(self, config: impl Into<Config>) -> io::Result<()> {
-        let Config {
+    fn run_prefork(self, server: impl Into<Server>) -> Result<(), prefork_core::Error> {
+        let Server {
             prefork,
             threads,
             on_connect,
-        } = config.into();
+        } = server.into();
         if threads == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "prefork-actix: threads per worker must be at least 1",
+            return Err(prefork_core::Error::Config(
+                "prefork-actix: threads per worker must be at least 1".into(),
             ));
         }
         if !self.addrs().is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "prefork-actix: the HttpServer is already bound to {:?}; remove the \
-                     bind/listen call: the listen addresses come from the Prefork",
-                    self.addrs()
-                ),
-            ));
+            return Err(prefork_core::Error::Config(format!(
+                "prefork-actix: the HttpServer is already bound to {:?}; remove the \
+                 bind/listen call: the listen addresses come from the Prefork",
+                self.addrs()
+            )));
         }
         prefork.run(|mut child| {
             let state =
-                WorkerState::install(Drain::for_child(&child), Some(child.heartbeat()), threads);
+                WorkerState::install(Drain::for_worker(&child), Some(child.heartbeat()), threads);
             // The descriptors actix's accept thread will own, closed by the drain.
             let mut listener_fds = Vec::new();
             let server = attach(
@@ -148,7 +145,7 @@ where
 /// Configures the server for this worker and attaches the inherited listeners.
 fn attach<F, I, S, B>(
     server: HttpServer<F, I, S, B>,
-    child: &mut Child,
+    child: &mut Worker,
     threads: usize,
     state: &Arc<WorkerState>,
     user_on_connect: Option<OnConnect>,
@@ -177,7 +174,10 @@ where
         .workers(threads)
         .disable_signals()
         .on_connect(move |io, data| {
-            data.insert(PreforkConn(drain.connection()));
+            data.insert(PreforkConn {
+                drain: drain.connection(),
+                idle: crate::idle::register(io),
+            });
             if let Some(user) = &user_on_connect {
                 user(io, data);
             }
@@ -213,11 +213,7 @@ where
             .listen_uds(listener)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot serve on unix:{path}: {e}")))?;
     }
-    tracing::debug!(
-        worker = child.worker_id(),
-        threads,
-        "starting the actix server"
-    );
+    tracing::debug!(worker = child.id(), threads, "starting the actix server");
     Ok(server)
 }
 

@@ -7,7 +7,7 @@
 //! use prefork_actix::{HttpServerExt as _, Prefork, PreforkMiddleware};
 //!
 //! #[actix_web::main]
-//! async fn main() -> std::io::Result<()> {
+//! async fn main() -> Result<(), prefork_actix::Error> {
 //!     HttpServer::new(|| {
 //!         App::new()
 //!             .route("/", web::get().to(|| async { "Hello, World!" }))
@@ -24,7 +24,7 @@
 //! use actix_web::{web, App, HttpServer};
 //! use prefork_actix::{HttpServerExt as _, Prefork};
 //!
-//! fn main() -> std::io::Result<()> {
+//! fn main() -> Result<(), prefork_actix::Error> {
 //!     let prefork = Prefork::new("0.0.0.0:8080")
 //!         .workers(4)                                 // processes (default: one per CPU)
 //!         .reuseport(false)                           // one shared socket (the default)
@@ -40,6 +40,15 @@
 //! }
 //! ```
 //!
+//! # Vocabulary (the same in every prefork adapter)
+//! | concept | here |
+//! |---|---|
+//! | serve an app on an address | `HttpServer::new(app).run_prefork(Prefork::new(addr))` ([`HttpServerExt::run_prefork`]) |
+//! | build the app in each worker | actix's own app factory (`HttpServer::new(\|\| App::new()...)`) runs in each worker only |
+//! | every option | [`Server`]: `Server::new(addr)` or `Server::from_prefork(p)`, then `.prefork(\|p\| ..)` for the process model ([`Prefork`]) and `.threads(n)` for actix worker threads |
+//! | a worker's context | [`prefork_core::Worker`] (the middleware and the drain use it for you) |
+//! | errors of the entry points | [`Error`] (its `Debug` is its message, for `fn main() -> Result<(), Error>`) |
+//!
 //! # What happens where
 //! `main()` runs in the master and again in every worker (the master re-executes the program;
 //! see [`prefork_core`]). The same call does the right thing in each:
@@ -49,7 +58,7 @@
 //!   async runtime and never calls the app factory.
 //! - **Worker:** the `HttpServer` is given the inherited listener(s) with `listen` (or
 //!   `listen_rustls_0_23`), runs **one actix worker thread per process** by default
-//!   ([`Config::threads`]), has actix's signal handling disabled (prefork handles SIGTERM and the
+//!   ([`Server::threads`]), has actix's signal handling disabled (prefork handles SIGTERM and the
 //!   master's death). It reports ready once actix accepts, and on SIGTERM (or the master's
 //!   death) it drains without loss (below) and exits 0.
 //!
@@ -57,10 +66,11 @@
 //! actix-web's `HttpServer` keeps its app factory to itself, so the adapter cannot wrap your
 //! app: add [`PreforkMiddleware`] with `.wrap(PreforkMiddleware)` (last, so it sees every
 //! response). It counts requests (the master's stats, `max_requests`), ends keep-alive
-//! connections at a request boundary when the worker drains, and runs the heartbeat on each
-//! actix worker thread. Without it a worker serves, but logs a warning at start, counts no
-//! requests, beats from its control thread (a blocked handler goes unnoticed) and cannot close
-//! busy keep-alive connections before the drain timeout.
+//! connections at a request boundary when the worker drains (and tells the drain which
+//! connections are idle), and runs the heartbeat on each actix worker thread. Without it a
+//! worker serves, but logs a warning at start, counts no requests, beats from its control thread
+//! (a blocked handler goes unnoticed), cannot close busy keep-alive connections before the drain
+//! timeout and leaves idle ones to actix's `keep_alive` timer.
 //!
 //! # The loss-free drain
 //! On SIGTERM, a reload, a scale-down or a recycle, a worker:
@@ -69,25 +79,53 @@
 //! 2. pauses actix's accept thread and closes its copies of the listening sockets at once (the
 //!    other workers keep accepting from the shared queue; on a final stop, new connections are
 //!    refused instead of hanging);
-//! 3. waits until every connection has ended, or for
-//!    [`Child::drain_timeout`](prefork_core::Child::drain_timeout) (the shutdown timeout less a
+//! 3. closes every keep-alive connection that stays idle (no request in progress, none started
+//!    or finished) for [`Prefork::drain_grace`] (1 s by default): a client that sends its next
+//!    request within the grace is answered, with `Connection: close`. No connection is closed
+//!    under a request in progress, and a streaming response is in progress until its last chunk;
+//! 4. waits until every connection has ended, or for
+//!    [`Worker::drain_timeout`](prefork_core::Worker::drain_timeout) (the shutdown timeout less a
 //!    margin, so the worker exits before the master's SIGKILL), exactly, not rounded to
 //!    seconds; connections still open then are dropped with the process.
 //!
-//! An idle keep-alive connection is closed by actix's own `keep_alive` timer (5 s by default),
-//! which stands in for [`Prefork::drain_grace`]: a client that sends on it meanwhile is
-//! answered, with `Connection: close`. HTTP/2 connections end when idle the same way (actix has
-//! no GOAWAY hook). actix's own graceful stop (`ServerHandle::stop(true)`) is not used: it drops
-//! connections accepted but not yet handed to a worker thread and closes idle keep-alive
-//! connections at once, under a client that may be sending.
+//! actix has no hook for closing a connection, so the grace is kept by the adapter:
+//! `on_connect` records each connection's socket on the actix worker thread that serves it,
+//! [`PreforkMiddleware`] marks the connection busy from a request's start to the end of its
+//! response body, and once the drain starts a task on each actix worker thread looks at that
+//! thread's connections once per grace and shuts down the read side of every socket on which
+//! nothing happened since its previous look. actix reads end-of-file, as if the client had
+//! closed its side, and closes the connection: the client sees a clean end of file. A connection
+//! idle since before the drain is closed one grace after it starts; one used during the drain,
+//! between one and two graces after its last request. Without [`PreforkMiddleware`] no request
+//! is seen, so no connection is closed this way (actix's `keep_alive` timer still applies).
+//!
+//! Limits, all from what actix-web 4 / actix-http 3 let an adapter do:
+//! - **HTTP/2 gets no GOAWAY.** actix-http's HTTP/2 dispatcher is private and has no graceful
+//!   shutdown (the graceful-shutdown signal actix-http has for HTTP/1 is internal, fired only by
+//!   actix's own graceful stop): an HTTP/2 connection is closed once idle for the grace, like an
+//!   HTTP/1 one, without being told first. One that always has a request in progress ends at the
+//!   drain timeout.
+//! - **Reads are not seen.** The other adapters count every read as activity; here only
+//!   requests are. A request head still arriving when the grace ends (a client sending it over
+//!   more than a grace) is cut.
+//!
+//! actix's own graceful stop (`ServerHandle::stop(true)`) is not used: it drops connections
+//! accepted but not yet handed to a worker thread and closes idle keep-alive connections at
+//! once, under a client that may be sending.
 //!
 //! # Timeouts (on by default)
 //! actix's, set on the `HttpServer` as usual:
 //! - `client_request_timeout` (**5 s**): a new connection must deliver its first request's head
 //!   within it (the header read timeout: slow-header clients are closed; `408` if partly sent);
-//! - `keep_alive` (**5 s**): an idle keep-alive connection is closed after it;
+//! - `keep_alive` (**5 s**): an idle keep-alive connection is closed after it (during a drain,
+//!   after the drain grace if that comes first);
 //! - `client_disconnect_timeout` (**1 s**): how long a closing connection may take to shut down;
 //! - `tls_handshake_timeout`: from [`TlsConfig::handshake_timeout`] (10 s), with `tls`.
+//!
+//! [`Prefork::keepalive_timeout`] (75 s, the idle timeout of the other adapters) is **not**
+//! applied: `HttpServer` does not tell whether you set `keep_alive`, and overriding yours would
+//! be wrong. For the other adapters' behaviour, set it yourself:
+//! `.keep_alive(prefork_actix::prefork_core::DEFAULT_KEEPALIVE_TIMEOUT)`.
 //!
 //! # Health
 //! - **Heartbeat:** [`PreforkMiddleware`] starts a heartbeat task on each actix worker thread as
@@ -133,9 +171,9 @@
 //! ([`recover_threshold`](Prefork::recover_threshold), [`recover_window`](Prefork::recover_window)),
 //! the hooks (`on_child_spawn`, `on_master_ready`, `on_child_recover`, `on_master_death`),
 //! `command_producer`, and [`tls`](Prefork::tls). The one actix setting prefork owns, threads per
-//! process, is on [`Config`]:
-//! `.run_prefork(Config::new(prefork).threads(2))`, as is a connection callback
-//! ([`Config::on_connect`]). Everything else actix offers (keep-alive, timeouts,
+//! process, is on [`Server`]:
+//! `.run_prefork(Server::from_prefork(prefork).threads(2))`, as is a connection callback
+//! ([`Server::on_connect`]). Everything else actix offers (keep-alive, timeouts,
 //! `max_connections`, ...) is set on the `HttpServer` as usual, except `bind`/`listen`,
 //! `workers`, `disable_signals`, `on_connect` and `shutdown_signal`, which prefork owns
 //! (actix's `shutdown_timeout` is unused: the drain follows [`Prefork::shutdown_timeout`]).
@@ -148,7 +186,7 @@
 //!
 //! ```no_run
 //! # #[cfg(feature = "tls")]
-//! # fn main() -> std::io::Result<()> {
+//! # fn main() -> Result<(), prefork_actix::Error> {
 //! use actix_web::{App, HttpServer};
 //! use prefork_actix::{HttpServerExt as _, PemFiles, Prefork, TlsConfig};
 //!
@@ -179,17 +217,20 @@
 
 mod config;
 mod ext;
+mod idle;
 mod middleware;
 mod worker;
 
-pub use config::{Config, DEFAULT_THREADS};
+#[allow(deprecated)]
+pub use config::Config;
+pub use config::{Server, DEFAULT_THREADS};
 pub use ext::HttpServerExt;
-pub use middleware::{PreforkFuture, PreforkMiddleware, PreforkService};
+pub use middleware::{PreforkBody, PreforkFuture, PreforkMiddleware, PreforkService};
 
 /// The process model this crate builds on (the same version), for its other types.
 pub use prefork_core;
 #[doc(no_inline)]
-pub use prefork_core::Prefork;
+pub use prefork_core::{BoxError, Error, Prefork};
 #[cfg(feature = "tls")]
 #[doc(no_inline)]
 pub use prefork_core::{PemFiles, TlsConfig};

@@ -1,27 +1,38 @@
 //! The worker's side of prefork inside the actix app: the middleware that counts requests, ends
-//! keep-alive connections at a request boundary once the drain has started, and runs the
-//! heartbeat on each actix worker thread.
+//! keep-alive connections at a request boundary once the drain has started, tells the drain
+//! grace which connections have a request in progress, and runs the heartbeat on each actix
+//! worker thread.
 //!
 //! actix-web's `HttpServer` keeps its app factory private, so the adapter cannot wrap the app
 //! itself: the user adds [`PreforkMiddleware`] with `App::wrap`. What the adapter can do on the
 //! `HttpServer` it does there: `on_connect` gives every connection its
 //! [`DrainConn`](prefork_core::DrainConn) (open connections are counted with or without the
-//! middleware).
+//! middleware) and its place in the drain grace's books ([`crate::idle`]).
 
 use std::cell::Cell;
+use std::fmt;
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use actix_http::ConnectionType;
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::Version;
+use actix_web::web::Bytes;
 use prefork_core::{Drain, DrainConn, Heartbeat};
 
+use crate::idle::{Busy, ConnState};
+
 /// One connection's drain state, stored in actix's connection data by `on_connect`.
-pub(crate) struct PreforkConn(pub(crate) DrainConn);
+pub(crate) struct PreforkConn {
+    pub(crate) drain: DrainConn,
+    /// The drain grace's state of this connection (`None`: this thread runs no drain task).
+    pub(crate) idle: Option<Rc<ConnState>>,
+}
 
 /// The worker process's state the middleware reads (one per process, set by
 /// [`run_prefork`](crate::HttpServerExt::run_prefork) before the app is built).
@@ -147,7 +158,7 @@ impl Pulse {
 /// use actix_web::{web, App, HttpServer};
 /// use prefork_actix::{HttpServerExt as _, Prefork, PreforkMiddleware};
 ///
-/// fn main() -> std::io::Result<()> {
+/// fn main() -> Result<(), prefork_actix::Error> {
 ///     HttpServer::new(|| {
 ///         App::new()
 ///             .route("/", web::get().to(|| async { "Hello, World!" }))
@@ -161,14 +172,17 @@ impl Pulse {
 /// - **counts every request** (the master's stats and `max_requests` recycling read the count);
 /// - once the worker drains, gives every HTTP/1 response `Connection: close`, so each keep-alive
 ///   connection ends **at a request boundary** (the loss-free drain);
+/// - marks each connection busy from a request's start until its response body has been sent to
+///   the end (the response's body is wrapped in a [`PreforkBody`] for that), so that the drain
+///   closes a keep-alive connection only once it has been idle for the drain grace;
 /// - runs the worker's **heartbeat** on each actix worker thread, as the app is built there: a
 ///   handler that blocks the thread stops the heartbeat, and the master's watchdog
 ///   ([`Prefork::worker_timeout`](prefork_core::Prefork::worker_timeout)) replaces the worker.
 ///
 /// Without it, a worker still serves, counts connections and drains, but logs a warning at
 /// start: requests are not counted, the heartbeat comes from the server's control thread (a
-/// blocked handler is not noticed) and keep-alive connections that stay busy are only closed at
-/// the drain timeout. Outside a prefork worker (unit tests with `actix_web::test`, a
+/// blocked handler is not noticed), keep-alive connections that stay busy are only closed at
+/// the drain timeout and idle ones by actix's `keep_alive` timer. Outside a prefork worker (unit tests with `actix_web::test`, a
 /// single-process mode) it does nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PreforkMiddleware;
@@ -177,7 +191,7 @@ impl<S, B> Transform<S, ServiceRequest> for PreforkMiddleware
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
-    type Response = ServiceResponse<B>;
+    type Response = ServiceResponse<PreforkBody<B>>;
     type Error = actix_web::Error;
     type Transform = PreforkService<S>;
     type InitError = ();
@@ -187,6 +201,7 @@ where
         let state = WorkerState::current();
         if let Some(state) = &state {
             state.start_beating_here();
+            crate::idle::start_here(&state.drain);
         }
         ready(Ok(PreforkService {
             inner: service,
@@ -206,7 +221,7 @@ impl<S, B> Service<ServiceRequest> for PreforkService<S>
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
 {
-    type Response = ServiceResponse<B>;
+    type Response = ServiceResponse<PreforkBody<B>>;
     type Error = actix_web::Error;
     type Future = PreforkFuture<S::Future>;
 
@@ -214,22 +229,26 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let http1 = req.version() < Version::HTTP_2;
-        let tracked = match &self.state {
-            None => Tracked::None,
+        let (tracked, busy) = match &self.state {
+            None => (Tracked::None, None),
             Some(state) => match req.request().conn_data::<PreforkConn>() {
                 Some(conn) => {
-                    conn.0.request_started(!http1);
-                    Tracked::Conn(conn.0.clone())
+                    conn.drain.request_started(!http1);
+                    (
+                        Tracked::Conn(conn.drain.clone()),
+                        conn.idle.as_ref().map(Busy::new),
+                    )
                 }
                 None => {
                     state.drain.counters().request();
-                    Tracked::Drain(state.drain.clone())
+                    (Tracked::Drain(state.drain.clone()), None)
                 }
             },
         };
         PreforkFuture {
             inner: self.inner.call(req),
             tracked,
+            busy,
             http1,
         }
     }
@@ -260,6 +279,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         tracked: Tracked,
+        // The request is in progress until the response's body has ended: handed to the body.
+        busy: Option<Busy>,
         http1: bool,
     }
 
@@ -275,28 +296,141 @@ impl<F, B> Future for PreforkFuture<F>
 where
     F: Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
 {
-    type Output = F::Output;
+    type Output = Result<ServiceResponse<PreforkBody<B>>, actix_web::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut out = match this.inner.poll(cx) {
+        let out = match this.inner.poll(cx) {
             Poll::Ready(out) => out,
             Poll::Pending => return Poll::Pending,
         };
-        if this.tracked.response_ready() && *this.http1 {
-            if let Ok(res) = &mut out {
-                res.response_mut()
-                    .head_mut()
-                    .set_connection_type(ConnectionType::Close);
-            }
+        let close = this.tracked.response_ready() && *this.http1;
+        // On an error the request ends here (`busy` is dropped with it).
+        let mut res = out?;
+        if close {
+            res.response_mut()
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
         }
-        Poll::Ready(out)
+        let busy = this.busy.take();
+        Poll::Ready(Ok(res.map_body(|_, inner| PreforkBody { inner, busy })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body through [`PreforkMiddleware`]: the body itself, unchanged; while it is
+    /// being sent, its connection counts as busy for the drain grace (a keep-alive connection is
+    /// closed by the drain only once it has been idle for the grace).
+    pub struct PreforkBody<B> {
+        #[pin]
+        inner: B,
+        busy: Option<Busy>,
+    }
+}
+
+impl<B> fmt::Debug for PreforkBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreforkBody")
+            .field("in_progress", &self.busy.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: MessageBody> MessageBody for PreforkBody<B> {
+    type Error = B::Error;
+
+    #[inline]
+    fn size(&self) -> BodySize {
+        self.inner.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.project();
+        let next = this.inner.poll_next(cx);
+        if matches!(next, Poll::Ready(None | Some(Err(_)))) {
+            // The last chunk is out (or the body failed): the request is over.
+            *this.busy = None;
+        }
+        next
+    }
+
+    #[inline]
+    fn try_into_bytes(self) -> Result<Bytes, Self> {
+        let PreforkBody { inner, busy } = self;
+        inner
+            .try_into_bytes()
+            .map_err(|inner| PreforkBody { inner, busy })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A streaming body of `chunks` chunks, one per poll.
+    struct Chunks(u8);
+
+    impl MessageBody for Chunks {
+        type Error = std::convert::Infallible;
+
+        fn size(&self) -> BodySize {
+            BodySize::Stream
+        }
+
+        fn poll_next(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+            if self.0 == 0 {
+                return Poll::Ready(None);
+            }
+            self.0 -= 1;
+            Poll::Ready(Some(Ok(Bytes::from_static(b"chunk"))))
+        }
+    }
+
+    fn poll_body<B: MessageBody>(body: Pin<&mut B>) -> Poll<Option<Result<Bytes, B::Error>>> {
+        body.poll_next(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[test]
+    fn a_streaming_response_is_in_progress_until_its_last_chunk() {
+        let conn = ConnState::unregistered();
+        let mut body = std::pin::pin!(PreforkBody {
+            inner: Chunks(2),
+            busy: Some(Busy::new(&conn)),
+        });
+        assert_eq!(conn.busy(), 1);
+        assert!(matches!(poll_body(body.as_mut()), Poll::Ready(Some(Ok(_)))));
+        assert!(matches!(poll_body(body.as_mut()), Poll::Ready(Some(Ok(_)))));
+        assert_eq!(conn.busy(), 1, "the body has not ended yet");
+        assert!(matches!(poll_body(body.as_mut()), Poll::Ready(None)));
+        assert_eq!(conn.busy(), 0, "ended");
+    }
+
+    #[test]
+    fn a_dropped_response_body_is_no_longer_in_progress() {
+        let conn = ConnState::unregistered();
+        let body = PreforkBody {
+            inner: Chunks(2),
+            busy: Some(Busy::new(&conn)),
+        };
+        // Not a body of known bytes: it stays what it was, still in progress.
+        let body = body.try_into_bytes().unwrap_err();
+        assert_eq!(conn.busy(), 1);
+        drop(body);
+        assert_eq!(conn.busy(), 0);
+        // A body of known bytes is handed over whole: the request is over.
+        let body = PreforkBody {
+            inner: Bytes::from_static(b"hello"),
+            busy: Some(Busy::new(&conn)),
+        };
+        assert_eq!(body.try_into_bytes().unwrap(), "hello");
+        assert_eq!(conn.busy(), 0);
+    }
 
     #[test]
     fn a_beat_needs_every_thread() {

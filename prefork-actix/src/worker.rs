@@ -10,7 +10,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use prefork_core::Child;
+use prefork_core::Worker;
 
 use crate::middleware::WorkerState;
 
@@ -23,7 +23,7 @@ const PAUSE_SETTLE: Duration = Duration::from_millis(20);
 /// thread of its own (a runtime cannot be started inside another).
 pub(crate) fn run(
     server: Server,
-    child: &Child,
+    child: &Worker,
     state: &Arc<WorkerState>,
     listener_fds: &[RawFd],
 ) -> io::Result<()> {
@@ -45,7 +45,7 @@ pub(crate) fn run(
 
 fn run_here(
     server: Server,
-    child: &Child,
+    child: &Worker,
     state: &Arc<WorkerState>,
     listener_fds: &[RawFd],
 ) -> io::Result<()> {
@@ -78,8 +78,9 @@ async fn alongside<F: Future>(server: &mut Server, fut: F) -> Result<F::Output, 
 ///    the shared-socket mode the other workers keep accepting from the queue; on a final stop,
 ///    with every copy closed, new connections are refused instead of hanging);
 /// 3. the connections end at their request boundaries (busy keep-alive ones after their next
-///    response, idle ones by actix's `keep_alive` timer), until none is open or
-///    [`Child::drain_timeout`] has passed since the notification, exactly;
+///    response, idle ones once idle for the drain grace: see [`crate::idle`], which runs on the
+///    actix worker threads), until none is open or [`Worker::drain_timeout`] has passed since the
+///    notification, exactly;
 /// 4. the server is dropped, which stops actix's threads at once.
 ///
 /// actix's own graceful stop (`ServerHandle::stop(true)`) is not used: it drops connections
@@ -87,7 +88,7 @@ async fn alongside<F: Future>(server: &mut Server, fut: F) -> Result<F::Output, 
 /// client that may be sending, and counts its timeout in whole seconds.
 async fn drive(
     mut server: Server,
-    child: &Child,
+    child: &Worker,
     state: &Arc<WorkerState>,
     listener_fds: &[RawFd],
 ) -> io::Result<()> {
@@ -149,18 +150,18 @@ async fn drive(
 /// runs the heartbeat: beat from this (the server's control) thread instead, so the watchdog does
 /// not kill a healthy worker, and say what is lost.
 fn fallback_heartbeat(
-    child: &Child,
+    child: &Worker,
     state: &Arc<WorkerState>,
 ) -> Option<actix_rt::task::JoinHandle<()>> {
     if state.beating_threads() > 0 || !child.has_master() {
         return None;
     }
     tracing::warn!(
-        worker = child.worker_id(),
+        worker = child.id(),
         "the app has no prefork_actix::PreforkMiddleware (add `.wrap(PreforkMiddleware)`): \
          requests are not counted, a blocked handler is not noticed by the heartbeat watchdog, \
-         and busy keep-alive connections are not closed at a request boundary when the worker \
-         drains"
+         and when the worker drains, busy keep-alive connections are not closed at a request \
+         boundary nor idle ones after the drain grace"
     );
     let heartbeat = child.heartbeat();
     Some(actix_rt::spawn(async move {

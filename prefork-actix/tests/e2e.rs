@@ -1,10 +1,10 @@
 //! End-to-end tests of prefork-actix on the real example programs: a master and two worker
 //! processes on 127.0.0.1, real signals, real HTTP/1.1, HTTP/2 and TLS clients. The example
 //! contract's scenarios come from `prefork_testutil::contract`, shared with every adapter; the
-//! rest is actix's own: worker threads, the app factory, `actix_minimal`.
+//! rest is actix's own: worker threads, the app factory, `actix_fn_main`.
 //!
 //! `actix_hello` starts from `#[actix_web::main]` (a worker serves on its own `prefork-actix`
-//! thread); `actix_minimal` from a plain `fn main()` (a worker serves on its main thread).
+//! thread); `actix_fn_main` from a plain `fn main()` (a worker serves on its main thread).
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -143,7 +143,7 @@ fn a_failing_app_factory_is_the_masters_error_without_a_restart_loop() {
 
 #[test]
 fn plain_fn_main_serves_on_the_main_thread_and_stops() {
-    let bin = prefork_testutil::example_bin("actix_minimal");
+    let bin = prefork_testutil::example_bin("actix_fn_main");
     let mut s = contract::start(&bin, &[]);
     let ready: BTreeSet<u32> = s.wait_ready().into_iter().collect();
     assert_eq!(wait_for_distinct_pids(s.addr, 2), ready, "{}", s.log());
@@ -168,6 +168,14 @@ fn plain_fn_main_serves_on_the_main_thread_and_stops() {
 #[test]
 fn drain_under_load_loses_nothing() {
     contract::drain_under_load_loses_nothing(&hello(), &[]);
+}
+
+/// actix's own `keep_alive` timer would close an idle keep-alive connection only after 75 s
+/// (`actix_hello` sets the other adapters' timeout): within the scenario's deadlines it is the
+/// drain grace that closes it.
+#[test]
+fn drain_grace_closes_idle_keepalive_connections() {
+    contract::drain_grace_closes_idle_keepalive_connections(&hello(), &[]);
 }
 
 #[test]

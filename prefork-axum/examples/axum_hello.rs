@@ -75,7 +75,8 @@ fn prefork(args: &example::Args) -> io::Result<()> {
     let prefork = args.prefork();
     let sleep = args.sleep();
     // The factory runs in each worker (where pools and caches would be built), never here.
-    prefork_axum::Builder::from_prefork(prefork).serve_with(|_worker| async move { Ok(app(sleep)) })
+    Ok(prefork_axum::Server::from_prefork(prefork)
+        .serve_with(async move |_worker| Ok(app(sleep)))?)
 }
 
 /// `--no-prefork`: the same app and serving code, in this one process, on a multi-threaded
@@ -99,7 +100,7 @@ fn single_process(args: &example::Args) -> io::Result<()> {
         Some(tls) => server.tls(tls),
         None => server,
     };
-    server.serve(app(args.sleep()))
+    Ok(server.serve(app(args.sleep()))?)
 }
 
 /// `--cert`/`--key`, refused when this build cannot serve TLS.

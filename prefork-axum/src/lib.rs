@@ -4,7 +4,7 @@
 //! ```no_run
 //! use axum::{routing::get, Router};
 //!
-//! fn main() -> std::io::Result<()> {
+//! fn main() -> Result<(), prefork_axum::Error> {
 //!     let app = Router::new().route("/", get(|| async { "Hello, World!" }));
 //!     prefork_axum::serve(app, "0.0.0.0:8080")
 //! }
@@ -27,20 +27,30 @@
 //!     async fn connect() -> std::io::Result<Pool> { Ok(Pool) }
 //! }
 //!
-//! fn main() -> std::io::Result<()> {
-//!     prefork_axum::serve_with("0.0.0.0:8080", |worker_id| async move {
+//! fn main() -> Result<(), prefork_axum::Error> {
+//!     prefork_axum::serve_with(async |worker| {
 //!         // Runs once in each worker, inside its runtime; never in the master.
 //!         let pool = Arc::new(Pool::connect().await?);
-//!         tracing::info!(worker_id, "app ready");
+//!         tracing::info!(worker = worker.id(), "app ready");
 //!         Ok(Router::new()
 //!             .route("/", get(|State(_pool): State<Arc<Pool>>| async { "Hello, World!" }))
 //!             .with_state(pool))
-//!     })
+//!     }, "0.0.0.0:8080")
 //! }
 //! ```
 //!
 //! A factory error in a starting worker stops the server with that message
 //! ("worker 0 (pid 1234) failed to start: ..."), with no restart loop.
+//!
+//! # Vocabulary (the same in every prefork adapter)
+//! | concept | here |
+//! |---|---|
+//! | serve an app on an address | [`serve(app, addr)`](serve), [`serve_tls(app, addr, files)`](serve_tls) |
+//! | build the app in each worker | [`serve_with(factory, addr)`](serve_with); the factory is `async \|worker: &Worker\| -> Result<Router, BoxError>` |
+//! | every option | [`Server`]: `Server::new(addr)` or `Server::from_prefork(p)`, then `.prefork(\|p\| ..)` for the process model ([`Prefork`]) and `.threads(n)` for the runtime |
+//! | a worker's context | [`Worker`]: `id()`, listeners, `shutdown()`, `ready()`, `drain()`, `counters()` |
+//! | one process, no master | [`Standalone`] (same `serve`, `serve_with`) |
+//! | errors of the entry points | [`Error`] (its `Debug` is its message, for `fn main() -> Result<(), Error>`) |
 //!
 //! # No global state
 //! Workers are separate processes, so:
@@ -65,7 +75,7 @@
 //! address) without `into_make_service_with_connect_info`: every request carries it.
 //!
 //! # TLS
-//! [`serve_tls`] (or [`Builder::tls`]) serves HTTPS with HTTP/2 or HTTP/1.1 by ALPN, through
+//! [`serve_tls`] (or [`Prefork::tls`] through [`Server::prefork`]) serves HTTPS with HTTP/2 or HTTP/1.1 by ALPN, through
 //! rustls with the *ring* provider. The master loads and checks the certificate and key before
 //! it starts any worker: a missing file, a file without a certificate or key, a key that does
 //! not match, or swapped files fail at once with a message naming the file.
@@ -77,41 +87,47 @@
 //!
 //! ```no_run
 //! # use axum::{routing::get, Router};
-//! # fn main() -> std::io::Result<()> {
+//! # fn main() -> Result<(), prefork_axum::Error> {
 //! # let app = Router::new().route("/", get(|| async { "Hello, World!" }));
 //! prefork_axum::Standalone::bind("127.0.0.1:8080")?.threads(4).serve(app)
 //! # }
 //! ```
 //!
 //! # Everything else
-//! [`Builder`] exposes every option: workers, `SO_REUSEPORT`, threads per worker, shutdown
-//! timeout, recovery budget, hooks, TLS. For a hand-written server on the same model, use
-//! [`prefork_tokio::Builder::run`] (or [`prefork_tokio::Standalone::run`]) and [`serve_child`].
+//! [`Server`] reaches every option: the process model through [`Server::prefork`] (workers,
+//! `SO_REUSEPORT`, shutdown timeout, reload, health, hooks, TLS) and the threads per worker.
+//! For a hand-written server on the same model, use [`prefork_tokio::Server::run`] (or
+//! [`prefork_tokio::Standalone::run`]) and [`serve_worker`].
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
-mod builder;
+mod server;
 mod service;
 mod standalone;
 
-use std::future::Future;
 use std::io;
 
 use axum::Router;
 
-pub use builder::Builder;
+#[allow(deprecated)]
+pub use server::Builder;
+pub use server::Server;
+#[allow(deprecated)]
 pub use service::serve_child;
+pub use service::serve_worker;
 pub use standalone::Standalone;
 
 /// The process model (the matching version).
 pub use prefork_core;
 #[doc(no_inline)]
-pub use prefork_core::{BoxError, ListenAddr, Network, Prefork};
+pub use prefork_core::{BoxError, Error, ListenAddr, Network, Prefork};
 #[cfg(feature = "tls")]
 #[doc(no_inline)]
 pub use prefork_core::{PemFiles, TlsConfig};
 /// The tokio adapter this crate is built on.
 pub use prefork_tokio;
+#[doc(no_inline)]
+pub use prefork_tokio::Worker;
 
 /// Serves `app` on `addr` with one worker process per CPU: supervises in the master, serves in
 /// each worker. Returns when the server has stopped (SIGTERM or SIGINT: `Ok(())` once every
@@ -129,21 +145,29 @@ pub use prefork_tokio;
 ///   budget allows;
 /// - a bad configuration (`workers(0)`, `threads(0)`);
 /// - in a worker: `PREFORK_CHILD=1` set without a master.
-pub fn serve(app: Router, addr: impl Into<ListenAddr>) -> io::Result<()> {
-    Builder::new(addr).serve(app)
+pub fn serve(app: Router, addr: impl Into<ListenAddr>) -> Result<(), Error> {
+    Server::new(addr).serve(app)
 }
 
 /// Builds the app in each worker with `factory` (async, once per worker, never in the master),
-/// then serves it on `addr`. See [`Builder::serve_with`].
+/// then serves it on `addr`. See [`Server::serve_with`].
 ///
 /// # Errors
 /// As [`serve`], and the factory's error if it fails in a starting worker.
-pub fn serve_with<F, Fut>(addr: impl Into<ListenAddr>, factory: F) -> io::Result<()>
+pub fn serve_with<F>(factory: F, addr: impl Into<ListenAddr>) -> Result<(), Error>
 where
-    F: FnOnce(usize) -> Fut,
-    Fut: Future<Output = Result<Router, BoxError>>,
+    F: AsyncFnOnce(&Worker) -> Result<Router, BoxError>,
 {
-    Builder::new(addr).serve_with(factory)
+    Server::new(addr).serve_with(factory)
+}
+
+/// A factory's error as the `io::Error` a worker's start-up reports to its master (an
+/// `io::Error` stays itself).
+pub(crate) fn factory_error(e: BoxError) -> io::Error {
+    match e.downcast::<io::Error>() {
+        Ok(io) => *io,
+        Err(other) => io::Error::other(other),
+    }
 }
 
 /// Serves `app` over HTTPS on `addr` (HTTP/2 or HTTP/1.1 by ALPN) with the certificate chain
@@ -153,7 +177,7 @@ where
 /// use axum::{routing::get, Router};
 /// use prefork_axum::PemFiles;
 ///
-/// fn main() -> std::io::Result<()> {
+/// fn main() -> Result<(), prefork_axum::Error> {
 ///     let app = Router::new().route("/", get(|| async { "Hello, World!" }));
 ///     prefork_axum::serve_tls(app, "0.0.0.0:8443", PemFiles {
 ///         cert_chain: "cert.pem".into(),
@@ -162,14 +186,14 @@ where
 /// }
 /// ```
 ///
-/// For embedded PEM bytes or your own rustls configuration, use [`Builder::tls`] with a
-/// [`TlsConfig`].
+/// For embedded PEM bytes or your own rustls configuration, use [`Prefork::tls`] with a
+/// [`TlsConfig`] (`Server::new(addr).prefork(|p| p.tls(config))`).
 ///
 /// # Errors
 /// As [`serve`], and a TLS error naming the file ("TLS: key.pem: no private key found").
 #[cfg(feature = "tls")]
-pub fn serve_tls(app: Router, addr: impl Into<ListenAddr>, files: PemFiles) -> io::Result<()> {
-    Builder::new(addr)
-        .tls(TlsConfig::from_pem_files(files))
+pub fn serve_tls(app: Router, addr: impl Into<ListenAddr>, files: PemFiles) -> Result<(), Error> {
+    Server::new(addr)
+        .prefork(|p| p.tls(TlsConfig::from_pem_files(files)))
         .serve(app)
 }

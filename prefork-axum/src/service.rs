@@ -9,7 +9,7 @@ use axum::routing::future::RouteFuture;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
-use prefork_tokio::TokioChild;
+use prefork_tokio::Worker;
 
 /// `app` for one connection from `peer`.
 #[derive(Clone)]
@@ -33,24 +33,30 @@ impl hyper::service::Service<Request<Incoming>> for AppService {
     }
 }
 
-/// Serves `app` on the context's listeners until its shutdown completes, then drains (see
-/// [`TokioChild::serve`]). Handlers can extract `ConnectInfo<SocketAddr>`; HTTP/2 websockets
+/// Serves `app` on the worker's listeners until its shutdown completes, then drains (see
+/// [`Worker::serve`]). Handlers can extract `ConnectInfo<SocketAddr>`; HTTP/2 websockets
 /// (extended CONNECT) are enabled, as in `axum::serve`.
 ///
-/// This is what [`Builder::serve`](crate::Builder::serve) runs in each worker and
+/// This is what [`Server::serve`](crate::Server::serve) runs in each worker and
 /// [`Standalone::serve`](crate::Standalone::serve) in its one process; call it yourself from
-/// [`prefork_tokio::Builder::run`], [`prefork_tokio::Standalone::run`], or on a
-/// [`TokioChild::standalone`] context.
+/// [`prefork_tokio::Server::run`], [`prefork_tokio::Standalone::run`], or on a
+/// [`Worker::standalone`] context.
 ///
 /// # Errors
-/// As [`TokioChild::serve`]: only when reporting ready fails.
-pub async fn serve_child(child: TokioChild, app: Router) -> io::Result<()> {
+/// As [`Worker::serve`]: only when reporting ready fails.
+pub async fn serve_worker(worker: Worker, app: Router) -> io::Result<()> {
     let mut http = prefork_tokio::http_builder();
     http.http2().enable_connect_protocol();
-    child
+    worker
         .serve_with(http, move |peer| AppService {
             app: app.clone(),
             peer,
         })
         .await
+}
+
+/// The former name of [`serve_worker`].
+#[deprecated(since = "0.2.0", note = "renamed to `serve_worker`")]
+pub async fn serve_child(worker: Worker, app: Router) -> io::Result<()> {
+    serve_worker(worker, app).await
 }

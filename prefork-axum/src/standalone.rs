@@ -1,28 +1,27 @@
 //! One process, no master: the app on tokio's multi-threaded runtime, as `axum::serve` would run
 //! it, with the same serving code as a prefork worker.
 
-use std::future::Future;
-use std::io;
 use std::net::TcpListener;
 use std::time::Duration;
 
 use axum::Router;
-use prefork_core::{BoxError, ListenAddr, Shutdown};
+use prefork_core::{BoxError, Error, ListenAddr, Shutdown};
+use prefork_tokio::Worker;
 
 /// An axum app served by this one process, without a master: one multi-threaded tokio runtime,
-/// stopped by SIGTERM or SIGINT. The benchmark baseline for [`Builder`](crate::Builder), or a
+/// stopped by SIGTERM or SIGINT. The benchmark baseline for [`Server`](crate::Server), or a
 /// development mode behind a flag; the app is served exactly as in a prefork worker
-/// ([`serve_child`](crate::serve_child): `ConnectInfo`, HTTP/1.1, h2c, TLS, graceful drain).
+/// ([`serve_worker`](crate::serve_worker): `ConnectInfo`, HTTP/1.1, h2c, TLS, graceful drain).
 ///
 /// ```no_run
 /// use axum::{routing::get, Router};
 ///
-/// fn main() -> std::io::Result<()> {
+/// fn main() -> Result<(), prefork_axum::Error> {
 ///     let app = Router::new().route("/", get(|| async { "Hello, World!" }));
 ///     if std::env::args().any(|a| a == "--single-process") {
 ///         prefork_axum::Standalone::bind("0.0.0.0:8080")?.threads(4).serve(app)
 ///     } else {
-///         prefork_axum::Builder::new("0.0.0.0:8080").workers(4).serve(app)
+///         prefork_axum::Server::new("0.0.0.0:8080").prefork(|p| p.workers(4)).serve(app)
 ///     }
 /// }
 /// ```
@@ -50,7 +49,7 @@ impl Standalone {
     /// # Errors
     /// The address does not resolve or cannot be bound; the message names it ("cannot listen
     /// on 127.0.0.1:8080: Address already in use").
-    pub fn bind(addr: impl Into<ListenAddr>) -> io::Result<Self> {
+    pub fn bind(addr: impl Into<ListenAddr>) -> Result<Self, Error> {
         Ok(Standalone {
             inner: prefork_tokio::Standalone::bind(addr)?,
         })
@@ -89,24 +88,24 @@ impl Standalone {
     /// Before anything is served: called inside a tokio runtime (`#[tokio::main]`),
     /// `threads(0)`, a TLS configuration that does not load (naming the file), or signal
     /// handlers that cannot be installed. See [`prefork_tokio::Standalone::run`].
-    pub fn serve(self, app: Router) -> io::Result<()> {
-        self.inner.run(move |child| crate::serve_child(child, app))
+    pub fn serve(self, app: Router) -> Result<(), Error> {
+        self.inner
+            .run(move |worker| crate::serve_worker(worker, app))
     }
 
     /// Builds the app with `factory` inside the runtime (async set-up: pools, clients), then
-    /// serves it. The factory gets worker id 0, so that the factory given to
-    /// [`Builder::serve_with`](crate::Builder::serve_with) can be used unchanged.
+    /// serves it. The factory gets a worker context with id 0, so that the factory given to
+    /// [`Server::serve_with`](crate::Server::serve_with) can be used unchanged.
     ///
     /// # Errors
     /// As [`Standalone::serve`], and the factory's error.
-    pub fn serve_with<F, Fut>(self, factory: F) -> io::Result<()>
+    pub fn serve_with<F>(self, factory: F) -> Result<(), Error>
     where
-        F: FnOnce(usize) -> Fut,
-        Fut: Future<Output = Result<Router, BoxError>>,
+        F: AsyncFnOnce(&Worker) -> Result<Router, BoxError>,
     {
-        self.inner.run(move |child| async move {
-            let app = factory(child.worker_id()).await.map_err(io::Error::other)?;
-            crate::serve_child(child, app).await
+        self.inner.run(move |worker| async move {
+            let app = factory(&worker).await.map_err(crate::factory_error)?;
+            crate::serve_worker(worker, app).await
         })
     }
 }
@@ -124,8 +123,8 @@ mod tests {
             .unwrap()
             .threads(1)
             .shutdown(shutdown)
-            .serve_with(move |worker| async move {
-                assert_eq!(worker, 0);
+            .serve_with(async move |worker| {
+                assert_eq!(worker.id(), 0);
                 assert!(
                     tokio::runtime::Handle::try_current().is_ok(),
                     "in the runtime"
@@ -141,7 +140,7 @@ mod tests {
         let err = Standalone::bind("127.0.0.1:0")
             .unwrap()
             .shutdown(Shutdown::new().unwrap())
-            .serve_with(|_| async { Err::<Router, BoxError>("no database".into()) })
+            .serve_with(async |_| Err::<Router, BoxError>("no database".into()))
             .unwrap_err();
         assert!(err.to_string().contains("no database"), "{err}");
     }
@@ -153,7 +152,6 @@ mod tests {
             .threads(0)
             .serve(Router::new())
             .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert!(
             err.to_string().contains("threads must be at least 1"),
             "{err}"

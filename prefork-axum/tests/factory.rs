@@ -16,8 +16,8 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::Router;
-use prefork_axum::prefork_core::{is_child, SpawnContext};
-use prefork_axum::{BoxError, Builder, Prefork};
+use prefork_axum::prefork_core::{is_worker, SpawnContext};
+use prefork_axum::{BoxError, Prefork, Server, Worker};
 use prefork_testutil::{alive, get_h2c, wait_until, DEADLINE};
 
 /// How often [`factory`] ran in this process.
@@ -25,7 +25,8 @@ static FACTORY_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 /// The factory under test. `/factory` answers "<pid the factory ran in> <factory runs in this
 /// process> <worker id> <pid answering>"; `/peer` the `ConnectInfo` address.
-async fn factory(worker: usize) -> Result<Router, BoxError> {
+async fn factory(worker: &Worker) -> Result<Router, BoxError> {
+    let worker = worker.id();
     FACTORY_CALLS.fetch_add(1, Ordering::SeqCst);
     let built_in = std::process::id();
     // Async work, on the worker's runtime.
@@ -51,7 +52,7 @@ async fn factory(worker: usize) -> Result<Router, BoxError> {
 }
 
 fn main() {
-    if is_child() {
+    if is_worker() {
         worker();
     }
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
@@ -70,13 +71,13 @@ fn main() {
 /// runtime threads, to show that the factory still runs once per process) until told to stop.
 fn worker() -> ! {
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
-    let mut builder = Builder::new("127.0.0.1:0").threads(2);
+    let mut builder = Server::new("127.0.0.1:0").threads(2);
     #[cfg(feature = "tls")]
     if let (Ok(cert), Ok(key)) = (
         std::env::var("TEST_CERT_PEM"),
         std::env::var("TEST_KEY_PEM"),
     ) {
-        builder = builder.tls(prefork_axum::TlsConfig::from_pem(cert, key));
+        builder = builder.prefork(|p| p.tls(prefork_axum::TlsConfig::from_pem(cert, key)));
     }
     let result = builder.serve_with(factory);
     std::process::exit(if result.is_ok() { 0 } else { 1 });
@@ -104,7 +105,7 @@ fn free_addr() -> SocketAddr {
 /// is ready (with the address and the worker pids), then the master stops. Returns the pids;
 /// re-raises a failed check once everything is stopped.
 fn with_server(
-    builder: impl FnOnce(Prefork) -> Builder,
+    builder: impl FnOnce(Prefork) -> Server,
     env: Vec<(String, String)>,
     checks: impl FnOnce(SocketAddr, &[u32]) + 'static,
 ) -> Vec<u32> {
@@ -116,17 +117,17 @@ fn with_server(
     let err = builder(
         Prefork::new(addr)
             .workers(2)
-            .shutdown_timeout(Duration::from_secs(10)),
+            .shutdown_timeout(Duration::from_secs(10))
+            .command_producer(producer(env))
+            .on_master_ready(move |ready| {
+                p.borrow_mut().extend_from_slice(ready);
+                let checks = checks.take().unwrap();
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| checks(addr, ready))) {
+                    *f.borrow_mut() = Some(panic);
+                }
+                Err("checks done".into())
+            }),
     )
-    .command_producer(producer(env))
-    .on_master_ready(move |ready| {
-        p.borrow_mut().extend_from_slice(ready);
-        let checks = checks.take().unwrap();
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| checks(addr, ready))) {
-            *f.borrow_mut() = Some(panic);
-        }
-        Err("checks done".into())
-    })
     .serve_with(factory)
     .unwrap_err();
     let pids = pids.borrow().clone();
@@ -174,7 +175,7 @@ fn raw_get(addr: SocketAddr, path: &str) -> (SocketAddr, String) {
 
 fn factory_runs_once_in_each_worker_never_in_the_master_and_connect_info_works() {
     let master = std::process::id();
-    let pids = with_server(Builder::from_prefork, Vec::new(), move |addr, ready| {
+    let pids = with_server(Server::from_prefork, Vec::new(), move |addr, ready| {
         let ready: BTreeSet<u32> = ready.iter().copied().collect();
         // New connections until both workers answered (bounded).
         let mut seen = BTreeSet::new();
@@ -228,7 +229,7 @@ fn embedded_pem_serves_https_with_http2() {
     let (cert, key) = (certs.cert_pem.clone(), certs.key_pem.clone());
     let ca = certs.ca_pem.clone();
     with_server(
-        move |p| Builder::from_prefork(p).tls(prefork_axum::TlsConfig::from_pem(cert, key)),
+        move |p| Server::from_prefork(p.tls(prefork_axum::TlsConfig::from_pem(cert, key))),
         env,
         move |addr, _| {
             let r = prefork_testutil::get_tls(addr, "/peer", &ca, &[b"h2", b"http/1.1"]).unwrap();
@@ -244,17 +245,20 @@ fn embedded_pem_serves_https_with_http2() {
 fn a_failing_factory_is_the_masters_error_without_a_restart_loop() {
     let spawned = Rc::new(RefCell::new(Vec::new()));
     let s = spawned.clone();
-    let err = Builder::from_prefork(Prefork::new("127.0.0.1:0").workers(2))
-        .command_producer(producer(vec![(
-            "TEST_FACTORY_FAIL".to_owned(),
-            "1".to_owned(),
-        )]))
-        .on_child_spawn(move |pid| {
-            s.borrow_mut().push(pid);
-            Ok(())
-        })
-        .serve_with(factory)
-        .unwrap_err();
+    let err = Server::from_prefork(
+        Prefork::new("127.0.0.1:0")
+            .workers(2)
+            .command_producer(producer(vec![(
+                "TEST_FACTORY_FAIL".to_owned(),
+                "1".to_owned(),
+            )]))
+            .on_worker_spawn(move |pid| {
+                s.borrow_mut().push(pid);
+                Ok(())
+            }),
+    )
+    .serve_with(factory)
+    .unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("failed to start"), "{msg}");
     assert!(msg.contains("cannot reach db.invalid:5432"), "{msg}");

@@ -40,3 +40,8 @@ fn max_memory_replaces_a_leaking_worker() {
 fn ten_thousand_connections_under_a_soft_limit_of_1024() {
     health::ten_thousand_connections_under_a_soft_limit_of_1024(&bin(), &[]);
 }
+
+#[test]
+fn no_stats_reports_zeros_and_refuses_max_requests() {
+    health::no_stats_reports_zeros_and_refuses_max_requests(&bin(), &[]);
+}

@@ -28,7 +28,7 @@ use clap::Parser;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use prefork_core::accept::{is_connection_error, log_accept_error};
 use prefork_core::balance::{Admit, AdmitWait, Balance};
-use prefork_core::{Child, Drain, DrainConn};
+use prefork_core::{Drain, DrainConn, Worker};
 use prefork_testutil::example;
 
 /// The contract programs' shared flags, plus two of this example's own.
@@ -211,9 +211,9 @@ impl LoopHandle {
     }
 }
 
-fn serve(mut child: Child, sleep: Duration) -> io::Result<()> {
+fn serve(mut child: Worker, sleep: Duration) -> io::Result<()> {
     let shutdown = child.shutdown();
-    let drain = Drain::for_child(&child);
+    let drain = Drain::for_worker(&child);
     let heartbeat = child.heartbeat();
     let listeners: Vec<Listener> = child
         .take_listeners()

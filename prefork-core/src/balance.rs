@@ -21,7 +21,7 @@
 //!
 //! The table exists only in the shared-socket mode (in `SO_REUSEPORT` mode the kernel picks the
 //! socket, and a worker that defers only delays its own queue); [`Balance`] is disabled in a
-//! [`Child::standalone`](crate::Child::standalone) context, when the master runs with
+//! [`Worker::standalone`](crate::Worker::standalone) context, when the master runs with
 //! `PREFORK_BALANCE=off` in its environment, and off Linux.
 
 use std::future::Future;
@@ -248,13 +248,13 @@ pub struct AdmitWait {
 }
 
 /// A worker's handle on the balance table (see the [module](self) docs): whether it may accept
-/// now. Cheap to clone. Get it from [`Child::balance`](crate::Child::balance).
+/// now. Cheap to clone. Get it from [`Worker::balance`](crate::Worker::balance).
 ///
 /// Use it in an accept loop, before each `accept`:
 ///
 /// ```no_run
 /// # async fn sleep(_: std::time::Duration) {}
-/// # async fn example(child: &prefork_core::Child) {
+/// # async fn example(child: &prefork_core::Worker) {
 /// let balance = child.balance();
 /// loop {
 ///     // Waits while this worker holds more than its share and the others keep accepting.

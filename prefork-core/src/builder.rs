@@ -6,11 +6,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::child::{self, Child, ChildConfig};
 use crate::error::BoxError;
 use crate::listener::{ListenAddr, Network};
 use crate::policy::RecoverPolicy;
 use crate::spawn::SpawnContext;
+use crate::worker::{self, Worker, WorkerConfig};
 use crate::{driver, role, Error};
 
 pub(crate) type SpawnHook = Box<dyn FnMut(u32) -> Result<(), BoxError>>;
@@ -77,16 +77,17 @@ pub struct Prefork {
     pub(crate) shutdown_delay: Duration,
     pub(crate) reload_surge: usize,
     pub(crate) worker_timeout: Option<Duration>,
+    pub(crate) stats: bool,
     pub(crate) max_requests: Option<u64>,
     pub(crate) max_requests_jitter: u64,
     pub(crate) max_memory: Option<u64>,
     pub(crate) nofile: NofileLimit,
     pub(crate) control_socket: Option<std::path::PathBuf>,
     pub(crate) handle: Arc<crate::handle::Shared>,
-    pub(crate) on_child_spawn: Option<SpawnHook>,
+    pub(crate) on_worker_spawn: Option<SpawnHook>,
     pub(crate) on_master_ready: Option<ReadyHook>,
-    pub(crate) on_child_recover: Option<RecoverHook>,
-    pub(crate) on_master_death: Option<child::MasterDeathHook>,
+    pub(crate) on_worker_recover: Option<RecoverHook>,
+    pub(crate) on_master_death: Option<worker::MasterDeathHook>,
     pub(crate) command_producer: Option<CommandProducer>,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::TlsConfig>,
@@ -112,6 +113,7 @@ impl fmt::Debug for Prefork {
             .field("shutdown_delay", &self.shutdown_delay)
             .field("reload_surge", &self.reload_surge)
             .field("worker_timeout", &self.worker_timeout)
+            .field("stats", &self.stats)
             .field("max_requests", &self.max_requests)
             .field("max_requests_jitter", &self.max_requests_jitter)
             .field("max_memory", &self.max_memory)
@@ -135,21 +137,22 @@ impl Default for Prefork {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             recover: RecoverPolicy::default(),
-            drain_grace: crate::child::DEFAULT_DRAIN_GRACE,
+            drain_grace: crate::worker::DEFAULT_DRAIN_GRACE,
             keepalive_timeout: Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
             balance: false,
             shutdown_delay: Duration::ZERO,
             reload_surge: 1,
             worker_timeout: Some(DEFAULT_WORKER_TIMEOUT),
+            stats: true,
             max_requests: None,
             max_requests_jitter: 0,
             max_memory: None,
             nofile: NofileLimit::Hard,
             control_socket: None,
             handle: Arc::default(),
-            on_child_spawn: None,
+            on_worker_spawn: None,
             on_master_ready: None,
-            on_child_recover: None,
+            on_worker_recover: None,
             on_master_death: None,
             command_producer: None,
             #[cfg(feature = "tls")]
@@ -210,18 +213,18 @@ impl Prefork {
     /// How long a stopping worker may drain before SIGKILL. Default:
     /// [`DEFAULT_SHUTDOWN_TIMEOUT`] (30 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+        self.shutdown_timeout = saturate(timeout);
         self
     }
 
-    /// How long a worker may take from its start to [`Child::ready`]. Default:
+    /// How long a worker may take from its start to [`Worker::ready`]. Default:
     /// [`DEFAULT_READY_TIMEOUT`] (60 s).
     ///
     /// During the initial start, a worker that misses it fails the start
-    /// ([`Error::ChildStartup`]); later, a respawned worker that misses it is killed and counts
+    /// ([`Error::WorkerStartup`]); later, a respawned worker that misses it is killed and counts
     /// as an unexpected exit. A worker stuck in its start-up never hangs the master.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
-        self.ready_timeout = timeout;
+        self.ready_timeout = saturate(timeout);
         self
     }
 
@@ -241,15 +244,15 @@ impl Prefork {
     /// Counts only the unexpected exits within this sliding window toward the threshold.
     /// Default: none (every exit in the master's life counts, as in fasthttp).
     pub fn recover_window(mut self, window: Duration) -> Self {
-        self.recover.window = Some(window);
+        self.recover.window = Some(saturate(window));
         self
     }
 
     /// How long a draining worker keeps an idle keep-alive connection open before closing it.
     /// Default: [`DEFAULT_DRAIN_GRACE`](crate::DEFAULT_DRAIN_GRACE) (1 s). See
-    /// [`Child::drain_grace`].
+    /// [`Worker::drain_grace`].
     pub fn drain_grace(mut self, grace: Duration) -> Self {
-        self.drain_grace = grace;
+        self.drain_grace = saturate(grace);
         self
     }
 
@@ -258,7 +261,7 @@ impl Prefork {
     /// [`DEFAULT_KEEPALIVE_TIMEOUT`](crate::DEFAULT_KEEPALIVE_TIMEOUT) (75 s, nginx's
     /// `keepalive_timeout`): idle clients cannot hold a worker's descriptors forever.
     pub fn keepalive_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.keepalive_timeout = timeout;
+        self.keepalive_timeout = timeout.map(saturate);
         self
     }
 
@@ -277,7 +280,7 @@ impl Prefork {
     /// balancer (a Kubernetes Service, say) has time to stop sending new connections. Default:
     /// zero. Within Kubernetes, set it to a few seconds, or use a `preStop` sleep instead.
     pub fn shutdown_delay(mut self, delay: Duration) -> Self {
-        self.shutdown_delay = delay;
+        self.shutdown_delay = saturate(delay);
         self
     }
 
@@ -292,7 +295,23 @@ impl Prefork {
     /// event loop is blocked, deadlocked or stopped) is killed and replaced. `None` turns the
     /// watchdog off. Default: [`DEFAULT_WORKER_TIMEOUT`] (30 s).
     pub fn worker_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.worker_timeout = timeout;
+        self.worker_timeout = timeout.map(saturate);
+        self
+    }
+
+    /// Whether workers count their requests and open connections for the master's stats
+    /// ([`MasterHandle::stats`](crate::MasterHandle::stats), the control socket) and
+    /// [`Prefork::max_requests`]. Default: on.
+    ///
+    /// Off, every worker's [`Child::counters`] are [`Counters::disabled`](crate::Counters::disabled)
+    /// (counting is a predictable branch that does nothing), the master's stats show zero
+    /// requests and connections, and, if [`Prefork::worker_timeout`] is `None` too, workers send
+    /// no heartbeat at all: for servers that want no per-request bookkeeping beyond their own.
+    /// [`Prefork::run`] refuses it together with
+    /// [`Prefork::max_requests`] ([`Error::Config`]). Balanced accept ([`Prefork::balance`])
+    /// keeps working.
+    pub fn stats(mut self, on: bool) -> Self {
+        self.stats = on;
         self
     }
 
@@ -329,11 +348,11 @@ impl Prefork {
 
     /// Called in the master with the pid of every worker it starts (initial and respawned).
     /// An error stops every worker and [`Prefork::run`] returns [`Error::Hook`].
-    pub fn on_child_spawn<F>(mut self, hook: F) -> Self
+    pub fn on_worker_spawn<F>(mut self, hook: F) -> Self
     where
         F: FnMut(u32) -> Result<(), BoxError> + 'static,
     {
-        self.on_child_spawn = Some(Box::new(hook));
+        self.on_worker_spawn = Some(Box::new(hook));
         self
     }
 
@@ -350,12 +369,30 @@ impl Prefork {
 
     /// Called in the master when a worker that exited unexpectedly has been replaced, with the
     /// old and the new pid.
-    pub fn on_child_recover<F>(mut self, hook: F) -> Self
+    pub fn on_worker_recover<F>(mut self, hook: F) -> Self
     where
         F: FnMut(u32, u32) + 'static,
     {
-        self.on_child_recover = Some(Box::new(hook));
+        self.on_worker_recover = Some(Box::new(hook));
         self
+    }
+
+    /// The former name of [`Prefork::on_worker_spawn`].
+    #[deprecated(since = "0.2.0", note = "renamed to `on_worker_spawn`")]
+    pub fn on_child_spawn<F>(self, hook: F) -> Self
+    where
+        F: FnMut(u32) -> Result<(), BoxError> + 'static,
+    {
+        self.on_worker_spawn(hook)
+    }
+
+    /// The former name of [`Prefork::on_worker_recover`].
+    #[deprecated(since = "0.2.0", note = "renamed to `on_worker_recover`")]
+    pub fn on_child_recover<F>(self, hook: F) -> Self
+    where
+        F: FnMut(u32, u32) + 'static,
+    {
+        self.on_worker_recover(hook)
     }
 
     /// Called in a worker (on a background thread) when its master is gone, just before the
@@ -373,7 +410,7 @@ impl Prefork {
     /// arguments (fasthttp's `CommandProducer`). Return a `Command` that is not started; the
     /// library still places the listeners and control socket, sets the `PREFORK_*` environment,
     /// stdin to null and the process group, and spawns it. The program must call
-    /// [`Prefork::run`] (or `is_child` and an adapter) to serve.
+    /// [`Prefork::run`] (or `is_worker` and an adapter) to serve.
     pub fn command_producer<F>(mut self, producer: F) -> Self
     where
         F: FnMut(&SpawnContext) -> io::Result<Command> + 'static,
@@ -383,7 +420,7 @@ impl Prefork {
     }
 
     /// Serves TLS with this configuration. The master loads and validates it before it starts
-    /// any worker; each worker loads it again and gets it from [`Child::tls_config`].
+    /// any worker; each worker loads it again and gets it from [`Worker::tls_config`].
     #[cfg(feature = "tls")]
     pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
         self.tls = Some(tls);
@@ -412,11 +449,11 @@ impl Prefork {
     /// SIGTERM/SIGINT (immediate stop, `Ok(())`), or a failure. It returns only when no worker is
     /// left. `serve` is not called in the master.
     ///
-    /// In a worker it builds the [`Child`] context from the inherited descriptors and calls
-    /// `serve` with it; `serve` must call [`Child::ready`] once it accepts and return when the
-    /// [`Child::shutdown`] notification completes and in-flight work is done. If the worker's
+    /// In a worker it builds the [`Worker`] context from the inherited descriptors and calls
+    /// `serve` with it; `serve` must call [`Worker::ready`] once it accepts and return when the
+    /// [`Worker::shutdown`] notification completes and in-flight work is done. If the worker's
     /// start-up fails (here, or in `serve` before it reported ready), the error is sent to the
-    /// master, which reports it (as [`Error::ChildStartup`] during the initial start), and the
+    /// master, which reports it (as [`Error::WorkerStartup`] during the initial start), and the
     /// worker process **exits with status 1 without returning**, so the message is printed once.
     ///
     /// The master installs handlers for SIGTERM, SIGINT, SIGQUIT and SIGCHLD while it runs and
@@ -425,21 +462,22 @@ impl Prefork {
     /// from `main` (the normal case) or handle them yourself.
     ///
     /// # Errors
-    /// - [`Error::Config`]: zero workers, no listen address, `SO_REUSEPORT` off Linux; an
+    /// - [`Error::Config`]: zero workers, no listen address, `SO_REUSEPORT` off Linux,
+    ///   [`Prefork::max_requests`] with [`Prefork::stats`] off; an
     ///   unknown [`Prefork::user`]/[`Prefork::group`], or a user set while the master is not
     ///   root; a socket passed by the service manager that does not fit the configuration.
     /// - [`Error::Address`], [`Error::Bind`]: a bad address, a port in use.
-    /// - [`Error::ChildStartup`]: a worker failed before it was ready during the initial start.
+    /// - [`Error::WorkerStartup`]: a worker failed before it was ready during the initial start.
     /// - [`Error::OverRecovery`]: too many unexpected worker exits.
     /// - [`Error::Hook`]: a hook returned an error.
-    /// - [`Error::NotAChild`]: `PREFORK_CHILD=1` without a master (in the "worker").
+    /// - [`Error::NotAWorker`]: `PREFORK_CHILD=1` without a master (in the "worker").
     /// - [`Error::Serve`]: in a worker, `serve` failed.
     pub fn run<F>(mut self, serve: F) -> Result<(), Error>
     where
-        F: FnOnce(Child) -> io::Result<()>,
+        F: FnOnce(Worker) -> io::Result<()>,
     {
-        if role::is_child() {
-            let child = child::from_env(ChildConfig {
+        if role::is_worker() {
+            let child = worker::from_env(WorkerConfig {
                 network: self.network,
                 shutdown_timeout: self.shutdown_timeout,
                 on_master_death: self.on_master_death.take(),
@@ -449,8 +487,7 @@ impl Prefork {
             let control = child.control();
             // Every line the worker logs on this thread (the library's and the user's, in a
             // single-threaded runtime every task's) carries its worker id and pid.
-            let span =
-                tracing::info_span!("worker", id = child.worker_id(), pid = std::process::id());
+            let span = tracing::info_span!("worker", id = child.id(), pid = std::process::id());
             let _entered = span.enter();
             return serve(child).map_err(|e| {
                 if let Some(c) = control.filter(|c| !c.is_ready()) {
@@ -489,5 +526,37 @@ impl Prefork {
     pub fn cpu_affinity(mut self, on: bool) -> Self {
         self.cpu_affinity = on;
         self
+    }
+}
+
+/// The longest duration the process model keeps: 100 years. Longer ones (`Duration::MAX`, "never")
+/// are cut to it, so that `Instant + duration` cannot overflow anywhere.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+fn saturate(d: Duration) -> Duration {
+    d.min(FOREVER)
+}
+
+#[cfg(test)]
+mod saturate_tests {
+    use super::*;
+
+    #[test]
+    fn duration_max_is_cut_so_that_deadlines_cannot_overflow() {
+        let p = Prefork::new("127.0.0.1:0")
+            .shutdown_timeout(Duration::MAX)
+            .ready_timeout(Duration::MAX)
+            .worker_timeout(Some(Duration::MAX))
+            .shutdown_delay(Duration::MAX);
+        let now = std::time::Instant::now();
+        for d in [
+            p.shutdown_timeout,
+            p.ready_timeout,
+            p.worker_timeout.unwrap(),
+            p.shutdown_delay,
+        ] {
+            assert_eq!(d, FOREVER);
+            assert!(now.checked_add(d).is_some());
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! - a request in flight is answered, and its response asks the client to close
 //!   (`Connection: close` on HTTP/1.1, which the server then honours);
 //! - a keep-alive connection with nothing in flight stays open for the drain grace
-//!   ([`Child::drain_grace`](crate::Child::drain_grace)): a client about to send gets its answer
+//!   ([`Worker::drain_grace`](crate::Worker::drain_grace)): a client about to send gets its answer
 //!   (with `Connection: close`) instead of a reset; a connection on which nothing at all is read
 //!   for a whole grace is closed;
 //! - HTTP/2 gets GOAWAY at once (the protocol tells the client which streams were not
@@ -82,10 +82,16 @@ impl Drain {
     }
 
     /// The drain of this worker: its shutdown, counters and
-    /// [`drain_grace`](crate::Child::drain_grace).
-    pub fn for_child(child: &crate::Child) -> Drain {
-        Drain::new(child.shutdown(), child.counters(), child.drain_grace())
-            .idle_timeout(child.keepalive_timeout())
+    /// [`drain_grace`](crate::Worker::drain_grace).
+    pub fn for_worker(worker: &crate::Worker) -> Drain {
+        Drain::new(worker.shutdown(), worker.counters(), worker.drain_grace())
+            .idle_timeout(worker.keepalive_timeout())
+    }
+
+    /// The former name of [`Drain::for_worker`].
+    #[deprecated(since = "0.2.0", note = "renamed to `for_worker`")]
+    pub fn for_child(worker: &crate::Worker) -> Drain {
+        Drain::for_worker(worker)
     }
 
     /// Marks the drain as started (the accept loop calls it when the shutdown completes;

@@ -84,6 +84,13 @@ pub(crate) fn run(mut cfg: Prefork) -> Result<(), Error> {
     if cfg.addrs.is_empty() {
         return Err(Error::Config("no listen address was given".into()));
     }
+    if !cfg.stats && cfg.max_requests.is_some() {
+        return Err(Error::Config(
+            "max_requests cannot work with stats(false): the master recycles a worker by the \
+             requests it counts, and with stats off workers count nothing; drop one of the two"
+                .into(),
+        ));
+    }
     if cfg.reuseport && !cfg!(target_os = "linux") {
         return Err(Error::Config(
             "SO_REUSEPORT mode needs Linux: other systems do not balance connections across \
@@ -282,10 +289,10 @@ impl Driver {
                         },
                     );
                     events.push_back(Event::Spawned { key, pid });
-                    if let Some(hook) = self.cfg.on_child_spawn.as_mut() {
+                    if let Some(hook) = self.cfg.on_worker_spawn.as_mut() {
                         if let Err(e) = hook(pid) {
                             events.push_back(Event::HookFailed(Error::Hook {
-                                hook: "on_child_spawn",
+                                hook: "on_worker_spawn",
                                 source: e,
                             }));
                         }
@@ -313,7 +320,7 @@ impl Driver {
                 }
             }
             Action::Recovered { old, new } => {
-                if let Some(hook) = self.cfg.on_child_recover.as_mut() {
+                if let Some(hook) = self.cfg.on_worker_recover.as_mut() {
                     hook(old, new);
                 }
             }
@@ -434,7 +441,12 @@ impl Driver {
                 .cfg
                 .keepalive_timeout
                 .map_or(0, |d| d.as_millis().max(1)),
-            heartbeat_ms: crate::health::heartbeat_interval(self.cfg.worker_timeout).as_millis(),
+            heartbeat_ms: if self.cfg.stats || self.cfg.worker_timeout.is_some() {
+                crate::health::heartbeat_interval(self.cfg.worker_timeout).as_millis()
+            } else {
+                0
+            },
+            stats: self.cfg.stats,
             nofile: self.cfg.nofile.env_value(),
             balance: self
                 .balance

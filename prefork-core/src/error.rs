@@ -40,9 +40,9 @@ pub enum Error {
     },
     /// `PREFORK_CHILD=1` is set, but this process was not started by a prefork master (or its
     /// inherited descriptors are not what the master passes). The process must not serve.
-    NotAChild(String),
+    NotAWorker(String),
     /// A worker failed before it reported ready during the initial start.
-    ChildStartup {
+    WorkerStartup {
         /// The worker id (0..N-1).
         worker: usize,
         /// The worker's process id.
@@ -85,13 +85,13 @@ impl Error {
 
     fn kind(&self) -> io::ErrorKind {
         match self {
-            Error::Config(_) | Error::Address { .. } | Error::NotAChild(_) | Error::Tls { .. } => {
+            Error::Config(_) | Error::Address { .. } | Error::NotAWorker(_) | Error::Tls { .. } => {
                 io::ErrorKind::InvalidInput
             }
             Error::Bind { source, .. } | Error::Io { source, .. } | Error::Serve(source) => {
                 source.kind()
             }
-            Error::ChildStartup { .. } | Error::OverRecovery { .. } | Error::Hook { .. } => {
+            Error::WorkerStartup { .. } | Error::OverRecovery { .. } | Error::Hook { .. } => {
                 io::ErrorKind::Other
             }
         }
@@ -105,8 +105,8 @@ impl fmt::Display for Error {
             Error::Address { addr, source } => write!(f, "invalid listen address {addr:?}: {source}"),
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
-            Error::NotAChild(msg) => write!(f, "PREFORK_CHILD=1 is set but {msg}"),
-            Error::ChildStartup {
+            Error::NotAWorker(msg) => write!(f, "PREFORK_CHILD=1 is set but {msg}"),
+            Error::WorkerStartup {
                 worker,
                 pid,
                 message,

@@ -4,14 +4,14 @@
 //! ```no_run
 //! use std::io::{Read, Write};
 //!
-//! fn main() -> std::io::Result<()> {
+//! fn main() -> Result<(), prefork_core::Error> {
 //!     prefork_core::Prefork::new("127.0.0.1:8080")
 //!         .workers(2)
-//!         .run(|child| {
+//!         .run(|worker| {
 //!             // Runs in each worker: a blocking server on the inherited listener.
-//!             let listener = &child.listeners()[0];
+//!             let listener = &worker.listeners()[0];
 //!             listener.set_nonblocking(false)?;
-//!             child.ready()?;
+//!             worker.ready()?;
 //!             for stream in listener.incoming() {
 //!                 let mut stream = stream?;
 //!                 let mut buf = [0u8; 1024];
@@ -19,12 +19,18 @@
 //!                 stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")?;
 //!             }
 //!             Ok(())
-//!         })?;
-//!     Ok(())
+//!         })
 //! }
 //! ```
-//! (A real server also stops on [`Child::shutdown`]; see `examples/std_hello.rs`, which polls
+//! (A real server also stops on [`Worker::shutdown`]; see `examples/std_hello.rs`, which polls
 //! the listener together with [`Shutdown::as_fd`] and drains in-flight requests.)
+//!
+//! # Vocabulary (shared by the adapters)
+//! [`Prefork`] is the process model's configuration; [`Worker`] is a worker's context (its id,
+//! listeners, [`Shutdown`], `ready`); the adapters' `Server` wraps a `Prefork` (reached with
+//! `.prefork(|p| ..)`) and their `serve(app, addr)` / `serve_with(factory, addr)` call
+//! [`Prefork::run`]; [`Standalone`] is the same context without a master; [`Error`] is what the
+//! entry points return (its `Debug` is its message).
 //!
 //! # The process model
 //!
@@ -41,11 +47,11 @@
 //!   only). Every other descriptor stays close-on-exec.
 //! - **Where services run.** Under systemd socket activation the master uses the passed
 //!   sockets instead of binding, and [`systemd::Notifier`] speaks `sd_notify`; listen addresses
-//!   may be Unix sockets (`unix:/path`, [`Child::unix_listeners`]); the workers may run as
+//!   may be Unix sockets (`unix:/path`, [`Worker::unix_listeners`]); the workers may run as
 //!   another user ([`Prefork::user`], [`Prefork::group`]) and be pinned to one CPU each
 //!   ([`Prefork::cpu_affinity`]). See `deploy/` for systemd, container and Kubernetes files.
 //! - **Control channel.** Each worker gets one end of a Unix socket pair. It reports `ready`
-//!   once it accepts ([`Child::ready`]), or an error if its start-up fails; end of file tells
+//!   once it accepts ([`Worker::ready`]), or an error if its start-up fails; end of file tells
 //!   it that the master is gone, at once, without polling.
 //! - **Supervision.** The master is a state machine driven by signals, worker messages,
 //!   exits and time. A worker that exits unexpectedly is logged (pid, worker id, exit status or
@@ -57,9 +63,9 @@
 //!   [`Prefork::worker_timeout`] is replaced. [`Prefork::max_requests`] and
 //!   [`Prefork::max_memory`] recycle workers surge first (the replacement is ready before the old
 //!   worker drains). [`MasterHandle::stats`] and the [`Prefork::control_socket`] report each
-//!   worker's requests, connections and memory.
+//!   worker's requests, connections and memory ([`Prefork::stats`] turns the counting off).
 //! - **Signals.** SIGTERM or SIGINT: the master closes its listener copies and each worker drains
-//!   ([`Child::drain_grace`]) and exits; after [`Prefork::shutdown_timeout`] the rest get SIGKILL,
+//!   ([`Worker::drain_grace`]) and exits; after [`Prefork::shutdown_timeout`] the rest get SIGKILL,
 //!   and `run` returns `Ok(())`. A second SIGTERM/SIGINT, or SIGQUIT, stops at once. SIGHUP
 //!   reloads the workers one by one from the program on disk, each old worker draining only once
 //!   its replacement is ready; SIGTTIN/SIGTTOU add or remove a worker; SIGUSR1, SIGUSR2 and other
@@ -70,7 +76,7 @@
 //!   notification completes and it drains and exits.
 //! - **Start-up errors.** A worker that fails before it is ready during the initial start
 //!   (a bind error, a bad file) makes the master stop the others and return
-//!   [`Error::ChildStartup`] with the worker's own message: no restart loop.
+//!   [`Error::WorkerStartup`] with the worker's own message: no restart loop.
 //!
 //! # State
 //! Workers are separate processes: build pools, caches and connections inside `serve` (the
@@ -94,7 +100,6 @@ compile_error!(
 pub mod accept;
 pub mod balance;
 mod builder;
-mod child;
 mod control;
 mod drain;
 mod driver;
@@ -110,23 +115,34 @@ pub mod service;
 mod shutdown;
 mod signals;
 mod spawn;
+mod standalone;
 mod supervisor;
 pub mod systemd;
 #[cfg(feature = "tls")]
 mod tls;
+mod worker;
 
 pub use builder::{
     NofileLimit, Prefork, DEFAULT_READY_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_WORKER_TIMEOUT,
 };
-pub use child::{drain_timeout, Child, DEFAULT_DRAIN_GRACE};
+pub use worker::{drain_timeout, Worker, DEFAULT_DRAIN_GRACE};
+
+/// The former name of [`Worker`] (which no longer collides with [`std::process::Child`]).
+#[deprecated(since = "0.2.0", note = "renamed to `Worker`")]
+pub type Child = Worker;
 pub use drain::{Drain, DrainConn, DEFAULT_KEEPALIVE_TIMEOUT};
 pub use error::{BoxError, Error};
 pub use handle::{MasterHandle, Stats, WorkerStats};
-pub use health::{ConnectionGuard, Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL};
+pub use health::{
+    ConnectionGuard, Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL, IDLE_HEARTBEAT_INTERVAL,
+};
 pub use listener::{bind, ListenAddr, Network, DEFAULT_UNIX_MODE};
-pub use role::{is_child, worker_id, ENV_CHILD, ENV_WORKER_ID};
+#[allow(deprecated)]
+pub use role::is_child;
+pub use role::{is_worker, worker_id, ENV_CHILD, ENV_WORKER_ID};
 pub use shutdown::{Shutdown, ShutdownReason};
 pub use spawn::SpawnContext;
+pub use standalone::Standalone;
 #[cfg(feature = "tls")]
 pub use tls::{PemFiles, TlsConfig, DEFAULT_HANDSHAKE_TIMEOUT};
 

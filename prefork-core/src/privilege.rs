@@ -354,7 +354,7 @@ mod imp {
         let Ok(v) = std::env::var(ENV_TLS_FD) else {
             return Ok(None);
         };
-        let bad = |why: String| Error::NotAChild(format!("{ENV_TLS_FD}={v:?}: {why}"));
+        let bad = |why: String| Error::NotAWorker(format!("{ENV_TLS_FD}={v:?}: {why}"));
         let fd: i32 = v.parse().map_err(|_| bad("not a number".into()))?;
         if fd < 3 || !crate::listener::fd_is_open(fd) {
             return Err(bad(format!("fd {fd} is not open")));

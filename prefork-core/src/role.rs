@@ -24,8 +24,10 @@ pub(crate) const ENV_BALANCE_SLOT: &str = "PREFORK_BALANCE_SLOT";
 
 /// The control protocol version the master speaks; a worker of another version refuses to start.
 pub(crate) const ENV_PROTOCOL: &str = "PREFORK_PROTOCOL";
-/// How often the worker sends a heartbeat, in milliseconds.
+/// How often the worker sends a heartbeat, in milliseconds; 0: never (no watchdog, stats off).
 pub(crate) const ENV_HEARTBEAT_MS: &str = "PREFORK_HEARTBEAT_MS";
+/// `off`: the worker counts nothing ([`Prefork::stats`](crate::Prefork::stats)).
+pub(crate) const ENV_STATS: &str = "PREFORK_STATS";
 /// How long a draining worker keeps an idle keep-alive connection open, in milliseconds.
 pub(crate) const ENV_DRAIN_GRACE_MS: &str = "PREFORK_DRAIN_GRACE_MS";
 /// The idle keep-alive timeout in milliseconds (0: none).
@@ -45,17 +47,23 @@ pub(crate) const FIRST_FD: i32 = 3;
 ///
 /// The master sets this on each worker's `Command`; it never changes its own environment.
 /// A process that has `PREFORK_CHILD=1` but was not started by a master (say the variable was
-/// exported by mistake) is still reported as a child here, and
+/// exported by mistake) is still reported as a worker here, and
 /// [`Prefork::run`](crate::Prefork::run) then refuses to serve with
-/// [`Error::NotAChild`](crate::Error::NotAChild): it never binds, forks or serves on a random
+/// [`Error::NotAWorker`](crate::Error::NotAWorker): it never binds, forks or serves on a random
 /// descriptor.
-pub fn is_child() -> bool {
+pub fn is_worker() -> bool {
     std::env::var_os(ENV_CHILD).is_some_and(|v| v == "1")
+}
+
+/// The former name of [`is_worker`].
+#[deprecated(since = "0.2.0", note = "renamed to `is_worker`")]
+pub fn is_child() -> bool {
+    is_worker()
 }
 
 /// The worker id (`0..workers`) when this process is a worker started by a master.
 pub fn worker_id() -> Option<usize> {
-    if !is_child() {
+    if !is_worker() {
         return None;
     }
     std::env::var(ENV_WORKER_ID).ok()?.parse().ok()

@@ -1,13 +1,17 @@
 //! The worker's shutdown notification: a runtime-agnostic future, a blocking wait, and a file
 //! descriptor that becomes readable, for servers that poll.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
 use std::time::Duration;
 
 /// Why a worker was asked to stop.
@@ -32,10 +36,15 @@ pub enum ShutdownReason {
 /// Dropping the future loses nothing: a new clone completes as soon as the event has happened.
 pub struct Shutdown {
     inner: Arc<Inner>,
-    key: Option<u64>,
+    /// This waiter's registration: its key and the waker slot `trigger` wakes. A poll after the
+    /// first only updates the slot (no lock, no search), so the cost of a poll does not grow
+    /// with the number of waiters (one per connection in the adapters).
+    slot: Option<(u64, Arc<AtomicWaker>)>,
 }
 
 struct Inner {
+    /// Set (under `state`'s lock) when triggered: the lock-free fast path of `poll`.
+    triggered: AtomicBool,
     state: Mutex<State>,
     cond: Condvar,
     // Becomes readable when triggered: one byte is written to `wake_tx` and never read.
@@ -46,7 +55,7 @@ struct Inner {
 struct State {
     reason: Option<ShutdownReason>,
     next_key: u64,
-    wakers: Vec<(u64, Waker)>,
+    wakers: HashMap<u64, Arc<AtomicWaker>>,
 }
 
 impl Clone for Shutdown {
@@ -54,7 +63,7 @@ impl Clone for Shutdown {
         // A clone is a new waiter: it must not share the original's waker slot.
         Shutdown {
             inner: self.inner.clone(),
-            key: None,
+            slot: None,
         }
     }
 }
@@ -77,16 +86,17 @@ impl Shutdown {
         wake_tx.set_nonblocking(true)?;
         Ok(Shutdown {
             inner: Arc::new(Inner {
+                triggered: AtomicBool::new(false),
                 state: Mutex::new(State {
                     reason: None,
                     next_key: 0,
-                    wakers: Vec::new(),
+                    wakers: HashMap::new(),
                 }),
                 cond: Condvar::new(),
                 wake_rx,
                 wake_tx,
             }),
-            key: None,
+            slot: None,
         })
     }
 
@@ -100,7 +110,7 @@ impl Shutdown {
     /// A notification triggered by the first SIGTERM or SIGINT, for a process that runs without
     /// a master (a single-process mode, such as the examples' `--no-prefork` baseline); a second
     /// SIGTERM or SIGINT exits the process at once with status 1, as a second Ctrl+C does to a
-    /// master. In a prefork worker use [`Child::shutdown`](crate::Child::shutdown) instead,
+    /// master. In a prefork worker use [`Worker::shutdown`](crate::Worker::shutdown) instead,
     /// which also completes on the master's death.
     ///
     /// # Errors
@@ -148,11 +158,12 @@ impl Shutdown {
                 return false;
             }
             state.reason = Some(reason);
+            self.inner.triggered.store(true, Ordering::Release);
             std::mem::take(&mut state.wakers)
         };
         self.inner.cond.notify_all();
         let _ = (&self.inner.wake_tx).write(&[1]);
-        for (_, waker) in wakers {
+        for waker in wakers.into_values() {
             waker.wake();
         }
         true
@@ -165,7 +176,7 @@ impl Shutdown {
 
     /// Whether the shutdown has been triggered.
     pub fn is_triggered(&self) -> bool {
-        self.reason().is_some()
+        self.inner.triggered.load(Ordering::Acquire)
     }
 
     /// Blocks the calling thread until the shutdown is triggered.
@@ -208,28 +219,29 @@ impl Future for Shutdown {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ShutdownReason> {
         let this = self.get_mut();
-        let mut state = this
-            .inner
+        if let Some((_, slot)) = &this.slot {
+            // Registered: update the slot, then look again (a trigger that raced the
+            // registration has set the flag before it woke the slots).
+            slot.register(cx.waker());
+            if !this.inner.triggered.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+        }
+        let inner = this.inner.clone();
+        let mut state = inner
             .state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         if let Some(reason) = state.reason {
             return Poll::Ready(reason);
         }
-        match this.key {
-            Some(key) => {
-                if let Some(slot) = state.wakers.iter_mut().find(|(k, _)| *k == key) {
-                    slot.1.clone_from(cx.waker());
-                } else {
-                    state.wakers.push((key, cx.waker().clone()));
-                }
-            }
-            None => {
-                let key = state.next_key;
-                state.next_key += 1;
-                state.wakers.push((key, cx.waker().clone()));
-                this.key = Some(key);
-            }
+        if this.slot.is_none() {
+            let key = state.next_key;
+            state.next_key += 1;
+            let slot = Arc::new(AtomicWaker::new());
+            slot.register(cx.waker());
+            state.wakers.insert(key, slot.clone());
+            this.slot = Some((key, slot));
         }
         Poll::Pending
     }
@@ -237,9 +249,9 @@ impl Future for Shutdown {
 
 impl Drop for Shutdown {
     fn drop(&mut self) {
-        if let Some(key) = self.key {
-            let mut state = self.lock();
-            state.wakers.retain(|(k, _)| *k != key);
+        if let Some((key, _)) = &self.slot {
+            let key = *key;
+            self.lock().wakers.remove(&key);
         }
     }
 }
@@ -247,7 +259,7 @@ impl Drop for Shutdown {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Wake;
+    use std::task::{Wake, Waker};
 
     struct Flag(std::sync::atomic::AtomicBool);
     impl Wake for Flag {
@@ -289,6 +301,36 @@ mod tests {
             nix::poll::PollFlags::POLLIN,
         )];
         assert_eq!(nix::poll::poll(&mut fds, 0u16).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_repoll_with_another_waker_is_the_one_woken_among_many_waiters() {
+        let s = Shutdown::new().unwrap();
+        let first = Arc::new(Flag(false.into()));
+        let second = Arc::new(Flag(false.into()));
+        let others = Waker::from(Arc::new(Flag(false.into())));
+        let mut waiters: Vec<Shutdown> = (0..1000).map(|_| s.clone()).collect();
+        for w in &mut waiters {
+            assert!(Pin::new(w)
+                .poll(&mut Context::from_waker(&others))
+                .is_pending());
+        }
+        let mut fut = s.clone();
+        let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
+        assert!(Pin::new(&mut fut)
+            .poll(&mut Context::from_waker(&w1))
+            .is_pending());
+        assert!(Pin::new(&mut fut)
+            .poll(&mut Context::from_waker(&w2))
+            .is_pending());
+        assert!(s.trigger(ShutdownReason::Requested));
+        assert!(second.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(!first.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(
+            Pin::new(&mut fut).poll(&mut Context::from_waker(&w2)),
+            Poll::Ready(ShutdownReason::Requested)
+        );
+        assert!(s.is_triggered());
     }
 
     #[test]

@@ -42,7 +42,10 @@ pub(crate) struct WorkerEnv<'a> {
     pub(crate) shutdown_timeout_ms: u128,
     pub(crate) drain_grace_ms: u128,
     pub(crate) keepalive_ms: u128,
+    /// 0: no heartbeat (stats off and no watchdog).
     pub(crate) heartbeat_ms: u128,
+    /// Whether the worker counts requests and connections.
+    pub(crate) stats: bool,
     pub(crate) nofile: String,
     /// The balance table and this worker's slot in it.
     pub(crate) balance: Option<(BorrowedFd<'a>, usize)>,
@@ -101,6 +104,7 @@ pub(crate) fn spawn(
         .env(ENV_DRAIN_GRACE_MS, env.drain_grace_ms.to_string())
         .env(ENV_KEEPALIVE_MS, env.keepalive_ms.to_string())
         .env(ENV_HEARTBEAT_MS, env.heartbeat_ms.to_string())
+        .env(ENV_STATS, if env.stats { "on" } else { "off" })
         .env(ENV_NOFILE, &env.nofile);
     // The service manager's variables are the master's alone (socket activation, notify,
     // watchdog); the master never changes its own environment, so strip them here.

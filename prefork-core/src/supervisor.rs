@@ -122,7 +122,7 @@ pub(crate) enum Action {
     CloseListeners,
     /// Every slot is ready for the first time: call `on_master_ready`.
     AllReady { pids: Vec<u32> },
-    /// A crashed worker's replacement is ready: call `on_child_recover`.
+    /// A crashed worker's replacement is ready: call `on_worker_recover`.
     Recovered { old: u32, new: u32 },
     /// Tell systemd.
     Notify(Notify),
@@ -200,7 +200,7 @@ struct Slot {
     crashes: u32,
     failed_starts: u32,
     respawn_at: Option<Instant>,
-    /// The pid a pending respawn replaces (for `on_child_recover`).
+    /// The pid a pending respawn replaces (for `on_worker_recover`).
     replaces: Option<u32>,
 }
 
@@ -317,7 +317,7 @@ impl Supervisor {
                 if starting {
                     let (slot, pid) = (w.slot, w.pid);
                     self.stop_with(
-                        Err(Error::ChildStartup {
+                        Err(Error::WorkerStartup {
                             worker: slot,
                             pid,
                             message,
@@ -656,7 +656,7 @@ impl Supervisor {
         }
         if self.phase == Phase::Starting {
             self.stop_with(
-                Err(Error::ChildStartup {
+                Err(Error::WorkerStartup {
                     worker: w.slot,
                     pid: w.pid,
                     message,
@@ -1075,7 +1075,7 @@ impl Supervisor {
                         signal: Signal::SIGKILL,
                     });
                     if starting && startup_failure.is_none() {
-                        startup_failure = Some(Error::ChildStartup {
+                        startup_failure = Some(Error::WorkerStartup {
                             worker: w.slot,
                             pid: w.pid,
                             message,

@@ -109,8 +109,17 @@ impl TlsConfig {
         self
     }
 
-    /// The handshake timeout set with [`TlsConfig::handshake_timeout`].
+    /// The handshake timeout set with [`TlsConfig::handshake_timeout`] (a worker reads it from
+    /// [`Worker::tls_handshake_timeout`](crate::Worker::tls_handshake_timeout)).
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `Worker::tls_handshake_timeout` in the worker that serves"
+    )]
     pub fn get_handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    pub(crate) fn handshake_timeout_value(&self) -> Duration {
         self.handshake_timeout
     }
 

@@ -8,11 +8,11 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::Duration;
 
-use prefork_core::{is_child, Error, Prefork, SpawnContext};
+use prefork_core::{is_worker, Error, Prefork, SpawnContext};
 use prefork_testutil::{alive, wait_until, DEADLINE};
 
 fn main() {
-    if is_child() {
+    if is_worker() {
         worker();
     }
     if std::env::var_os("HOOK_TEST_MASTER").is_some() {
@@ -47,7 +47,7 @@ fn worker() -> ! {
             std::thread::sleep(DEADLINE);
         }
         child.ready()?;
-        if std::env::var_os("HOOK_TEST_CRASH").is_some() && child.worker_id() == 0 {
+        if std::env::var_os("HOOK_TEST_CRASH").is_some() && child.id() == 0 {
             std::process::exit(3);
         }
         child.shutdown().wait();
@@ -160,7 +160,7 @@ fn on_child_spawn_error_stops_everything_and_is_returned() {
     let s = spawned.clone();
     let err = prefork()
         .command_producer(producer(&[]))
-        .on_child_spawn(move |pid| {
+        .on_worker_spawn(move |pid| {
             s.borrow_mut().push(pid);
             if s.borrow().len() == 2 {
                 return Err("refusing the second worker".into());
@@ -171,7 +171,7 @@ fn on_child_spawn_error_stops_everything_and_is_returned() {
         .unwrap_err();
     match &err {
         Error::Hook { hook, source } => {
-            assert_eq!(*hook, "on_child_spawn");
+            assert_eq!(*hook, "on_worker_spawn");
             assert_eq!(source.to_string(), "refusing the second worker");
         }
         other => panic!("unexpected {other}"),
@@ -186,7 +186,7 @@ fn on_master_ready_gets_every_pid_and_its_error_is_returned() {
     let (s, r) = (spawned.clone(), ready.clone());
     let err = prefork()
         .command_producer(producer(&[]))
-        .on_child_spawn(move |pid| {
+        .on_worker_spawn(move |pid| {
             s.borrow_mut().push(pid);
             Ok(())
         })
@@ -223,11 +223,11 @@ fn on_child_recover_reports_old_and_new_pid() {
     let err = prefork()
         .command_producer(producer(&[("HOOK_TEST_CRASH", "1")]))
         .recover_threshold(2)
-        .on_child_spawn(move |pid| {
+        .on_worker_spawn(move |pid| {
             s.borrow_mut().push(pid);
             Ok(())
         })
-        .on_child_recover(move |old, new| r.borrow_mut().push((old, new)))
+        .on_worker_recover(move |old, new| r.borrow_mut().push((old, new)))
         .run(|_| unreachable!())
         .unwrap_err();
     match err {
@@ -252,13 +252,13 @@ fn a_worker_that_never_gets_ready_fails_the_start() {
         .command_producer(producer(&[("HOOK_TEST_HANG", "1")]))
         .ready_timeout(Duration::from_millis(300))
         .shutdown_timeout(Duration::from_millis(500))
-        .on_child_spawn(move |pid| {
+        .on_worker_spawn(move |pid| {
             s.borrow_mut().push(pid);
             Ok(())
         })
         .run(|_| unreachable!())
         .unwrap_err();
-    assert!(matches!(err, Error::ChildStartup { .. }), "{err}");
+    assert!(matches!(err, Error::WorkerStartup { .. }), "{err}");
     assert!(
         err.to_string()
             .contains("did not report ready within 300 ms"),

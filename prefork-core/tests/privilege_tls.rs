@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use prefork_core::{is_child, Error, PemFiles, Prefork, SpawnContext, TlsConfig};
+use prefork_core::{is_worker, Error, PemFiles, Prefork, SpawnContext, TlsConfig};
 
 const DIR_VAR: &str = "PRIV_TLS_TEST_DIR";
 
@@ -19,7 +19,7 @@ fn tls(dir: &Path) -> TlsConfig {
 }
 
 fn main() {
-    if is_child() {
+    if is_worker() {
         worker();
     }
     prefork_testutil::harness::run(prefork_testutil::cases![

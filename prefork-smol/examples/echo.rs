@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_io::Timer;
 use clap::Parser;
 use prefork_smol::prefork_core::Prefork;
-use prefork_smol::{Context, Server};
+use prefork_smol::{Server, Worker};
 use prefork_testutil::example;
 use smol::future;
 use smol::net::{TcpListener, TcpStream};
@@ -35,18 +35,18 @@ fn main() {
     if let Some(n) = args.workers {
         prefork = prefork.workers(n);
     }
-    if let Err(e) = Server::new(prefork).run(echo_worker) {
+    if let Err(e) = Server::from_prefork(prefork).run(echo_worker) {
         eprintln!("echo: {e}");
         std::process::exit(1);
     }
 }
 
-async fn echo_worker(mut ctx: Context) -> io::Result<()> {
+async fn echo_worker(mut ctx: Worker) -> io::Result<()> {
     let listener = TcpListener::from(ctx.take_listeners().remove(0));
     // Count connections: each task holds a clone of `open`; `closed` ends when all are gone.
     let (open, closed) = smol::channel::bounded::<()>(1);
     ctx.ready()?;
-    tracing::info!(worker = ctx.worker_id(), "echo worker accepting");
+    tracing::info!(worker = ctx.id(), "echo worker accepting");
 
     let accept = async {
         loop {

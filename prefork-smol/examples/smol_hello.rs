@@ -66,13 +66,12 @@ fn run(args: &Args) -> std::io::Result<()> {
             Some(tls) => server.tls(tls),
             None => server,
         };
-        return server.serve(service);
+        return Ok(server.serve(service)?);
     }
     // The app factory runs in each worker, inside its executor, before the worker reports
     // ready; an error is the worker's start-up error, which the master reports.
-    Server::new(common.prefork()).serve_with(move |ctx| {
-        let worker = ctx.worker_id();
-        async move {
+    Ok(
+        Server::from_prefork(common.prefork()).serve_with(async move |worker| {
             if !delay.is_zero() {
                 async_io::Timer::after(delay).await;
             }
@@ -81,10 +80,10 @@ fn run(args: &Args) -> std::io::Result<()> {
                     std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
                 })?;
             }
-            tracing::info!(worker, "app built");
+            tracing::info!(worker = worker.id(), "app built");
             Ok(service)
-        }
-    })
+        })?,
+    )
 }
 
 async fn hello(

@@ -1,7 +1,6 @@
 //! The minimal HTTP server: hyper over smol (glue from `smol-hyper`), keep-alive, graceful
 //! shutdown, and TLS with HTTP/2 by ALPN.
 
-use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,10 +15,10 @@ use smol_hyper::rt::{FuturesIo, SmolTimer};
 
 use crate::accept::{accept_loop, Socket};
 use crate::runtime::SharedExecutor;
-use crate::Context;
+use crate::Worker;
 
 /// A boxed error, as hyper takes from services and bodies.
-pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
+pub(crate) use prefork_core::BoxError;
 
 /// What every connection task needs, shared.
 struct Shared<S> {
@@ -49,8 +48,8 @@ impl<S> Clone for Shared<S> {
 
 /// Serves `service` on every listener of `ctx` until its shutdown completes, then drains:
 /// stops accepting, lets in-flight requests finish, closes idle keep-alive connections, and
-/// gives up on the rest after [`Context::drain_timeout`].
-pub(crate) async fn serve<S, B>(mut ctx: Context, service: Arc<S>) -> io::Result<()>
+/// gives up on the rest after [`Worker::drain_timeout`].
+pub(crate) async fn serve<S, B>(mut ctx: Worker, service: Arc<S>) -> io::Result<()>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -116,19 +115,14 @@ where
         })
     });
     ctx.ready()?;
-    tracing::debug!(worker = ctx.worker_id(), "serving");
+    tracing::debug!(worker = ctx.id(), "serving");
 
     let reason = ctx.shutdown().await;
     drain.start();
     for task in accepting {
         task.await;
     }
-    tracing::debug!(
-        worker = ctx.worker_id(),
-        ?reason,
-        open = drain.open(),
-        "draining"
-    );
+    tracing::debug!(worker = ctx.id(), ?reason, open = drain.open(), "draining");
     let all_closed = smol::future::or(
         async {
             drain.closed().await;
@@ -146,7 +140,7 @@ where
     let left = if all_closed { 0 } else { drain.open() };
     if left > 0 {
         tracing::warn!(
-            worker = ctx.worker_id(),
+            worker = ctx.id(),
             connections = left,
             drain_timeout_ms = ctx.drain_timeout().as_millis() as u64,
             "connections still open after the drain timeout; closing them"

@@ -11,13 +11,24 @@
 //!     Ok(Response::new("Hello, World!".to_owned()))
 //! }
 //!
-//! fn main() -> std::io::Result<()> {
-//!     prefork_smol::serve("127.0.0.1:8080", service_fn(hello))
+//! fn main() -> Result<(), prefork_smol::Error> {
+//!     prefork_smol::serve(service_fn(hello), "127.0.0.1:8080")
 //! }
 //! ```
 //!
 //! `main()` runs in the master and again in every worker (see [`prefork_core`] for the process
 //! model): the same `serve` call supervises in the master and serves in a worker.
+//!
+//! # Vocabulary (the same in every prefork adapter)
+//! | concept | here |
+//! |---|---|
+//! | serve an app on an address | [`serve(service, addr)`](serve), [`serve_tls(service, addr, files)`](serve_tls) |
+//! | build the app in each worker | [`serve_with(factory, addr)`](serve_with); the factory is `async \|worker: &Worker\| -> Result<S, BoxError>` |
+//! | every option | [`Server`]: `Server::new(addr)` or `Server::from_prefork(p)`, then `.prefork(\|p\| ..)` for the process model ([`Prefork`](prefork_core::Prefork)) and `.threads(n)` for the executor |
+//! | a worker's context | [`Worker`]: `id()`, listeners, `shutdown()`, `ready()`, `drain()`, `spawn()` |
+//! | any async server, not only HTTP | [`Server::run`] with an `async` closure taking the [`Worker`] |
+//! | one process, no master | [`Standalone`] (same `serve`, `serve_with`, `run`) |
+//! | errors of the entry points | [`Error`] (its `Debug` is its message, for `fn main() -> Result<(), Error>`) |
 //!
 //! # Three ways to serve
 //! - [`serve`] / [`Server::serve`]: a hyper service. HTTP/1.1 with keep-alive on plain
@@ -27,12 +38,12 @@
 //!   HTTP upgrades (WebSocket) are not enabled.
 //! - [`Server::serve_with`]: the same, with the service built in each worker by an async factory
 //!   (pools, connections and caches belong to a worker, never to the master).
-//! - [`Server::run`]: raw async code. The closure gets the worker's [`Context`] (async
+//! - [`Server::run`]: raw async code. The closure gets the worker's [`Worker`] context (async
 //!   listeners, worker id, shutdown future, `ready`, executor) and runs inside the worker's
 //!   executor: a TCP server of any protocol (`examples/echo.rs`).
 //!
-//! [`Server`] takes a [`prefork_core::Prefork`] for every process-model option (workers,
-//! listeners, `SO_REUSEPORT`, TLS, recovery, hooks) and adds the executor threads per worker.
+//! [`Server`] reaches a [`prefork_core::Prefork`] for every process-model option (workers,
+//! listeners, `SO_REUSEPORT`, TLS, reload, health, hooks) and adds the executor threads per worker.
 //! [`Standalone`] runs the same code in one process without a master (the benchmark baseline).
 //!
 //! # The executor
@@ -58,7 +69,7 @@
 //! # async-std (feature `async-std`)
 //! async-std is discontinued upstream; its authors name smol as its successor. Its listener is
 //! built on the same async-io reactor, so `into_async_std` and
-//! `Context::take_async_std_listeners` simply hand the socket over, for code that still uses
+//! `Worker::take_async_std_listeners` simply hand the socket over, for code that still uses
 //! it.
 //!
 //! [smol]: https://docs.rs/smol
@@ -66,7 +77,6 @@
 #![forbid(unsafe_code)]
 
 mod accept;
-mod context;
 mod http;
 mod listener;
 mod runtime;
@@ -74,13 +84,29 @@ mod server;
 mod standalone;
 #[cfg(feature = "tls")]
 mod tls;
+mod worker;
 
-pub use context::Context;
 pub use listener::into_async;
 #[cfg(feature = "async-std")]
 pub use listener::into_async_std;
-pub use server::{serve, Server};
+#[doc(no_inline)]
+pub use prefork_core::{BoxError, Error, ListenAddr, Prefork, Shutdown, ShutdownReason};
+#[cfg(feature = "tls")]
+pub use server::serve_tls;
+pub use server::{serve, serve_with, Server};
 pub use standalone::Standalone;
+#[allow(deprecated)]
+pub use worker::Context;
+pub use worker::Worker;
+
+/// A factory's error as the `io::Error` a worker's start-up reports to its master (an
+/// `io::Error` stays itself).
+pub(crate) fn factory_error(e: BoxError) -> std::io::Error {
+    match e.downcast::<std::io::Error>() {
+        Ok(io) => *io,
+        Err(other) => std::io::Error::other(other),
+    }
+}
 
 /// The futures-rustls version [`Context::tls_acceptor`] returns.
 #[cfg(feature = "tls")]

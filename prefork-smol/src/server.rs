@@ -8,16 +8,15 @@ use std::sync::Arc;
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper::{Request, Response};
-use prefork_core::{ListenAddr, Prefork};
+use prefork_core::{BoxError, Error, ListenAddr, Prefork};
 
-use crate::http::BoxError;
 use crate::runtime::{self, SharedExecutor};
-use crate::Context;
+use crate::Worker;
 
 /// Serves a hyper service from prefork workers on `addr`: one worker process per CPU, each with
 /// a single-threaded smol executor, HTTP/1.1 with keep-alive, graceful shutdown on SIGTERM.
 ///
-/// This is `Server::new(Prefork::new(addr)).serve(service)`; use [`Server`] for every other
+/// This is `Server::new(addr).serve(service)`; use [`Server`] for every other
 /// option (workers, TLS, hooks, executor threads). Call it from `main`: it supervises in the
 /// master and serves in each worker (see [`prefork_core`]'s process model).
 ///
@@ -33,11 +32,11 @@ use crate::Context;
 ///     Ok(Response::new("Hello, World!".to_owned()))
 /// }
 ///
-/// fn main() -> std::io::Result<()> {
-///     prefork_smol::serve("127.0.0.1:8080", hyper::service::service_fn(hello))
+/// fn main() -> Result<(), prefork_smol::Error> {
+///     prefork_smol::serve(hyper::service::service_fn(hello), "127.0.0.1:8080")
 /// }
 /// ```
-pub fn serve<S, B>(addr: impl Into<ListenAddr>, service: S) -> io::Result<()>
+pub fn serve<S, B>(service: S, addr: impl Into<ListenAddr>) -> Result<(), Error>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -46,7 +45,49 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    Server::new(Prefork::new(addr)).serve(service)
+    Server::new(addr).serve(service)
+}
+
+/// Builds the service in each worker with `factory` (async, once per worker, inside its
+/// executor, never in the master), then serves it on `addr`. See [`Server::serve_with`].
+///
+/// # Errors
+/// As [`Server::serve`], and the factory's error if it fails in a starting worker.
+pub fn serve_with<F, S, B>(factory: F, addr: impl Into<ListenAddr>) -> Result<(), Error>
+where
+    F: AsyncFnOnce(&Worker) -> Result<S, BoxError>,
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    Server::new(addr).serve_with(factory)
+}
+
+/// Serves `service` over HTTPS on `addr` (HTTP/2 or HTTP/1.1 by ALPN) with the certificate
+/// chain and key in `files`, loaded and checked by the master before any worker starts.
+///
+/// # Errors
+/// As [`serve`], and a TLS error naming the file ("TLS: key.pem: no private key found").
+#[cfg(feature = "tls")]
+pub fn serve_tls<S, B>(
+    service: S,
+    addr: impl Into<ListenAddr>,
+    files: prefork_core::PemFiles,
+) -> Result<(), Error>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    Server::new(addr)
+        .prefork(|p| p.tls(prefork_core::TlsConfig::from_pem_files(files)))
+        .serve(service)
 }
 
 /// A prefork server on smol: a [`Prefork`] (every process-model option: workers, listeners,
@@ -55,19 +96,16 @@ where
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use prefork_smol::{prefork_core::Prefork, Server};
+/// use prefork_smol::Server;
 /// # let service = hyper::service::service_fn(|_| async {
 /// #     Ok::<_, std::convert::Infallible>(hyper::Response::new(String::new()))
 /// # });
 ///
-/// Server::new(
-///     Prefork::new("0.0.0.0:8080")
-///         .workers(4)
-///         .shutdown_timeout(Duration::from_secs(10)),
-/// )
-/// .threads(1)
-/// .serve(service)?;
-/// # std::io::Result::Ok(())
+/// Server::new("0.0.0.0:8080")
+///     .prefork(|p| p.workers(4).shutdown_timeout(Duration::from_secs(10)))
+///     .threads(1)
+///     .serve(service)?;
+/// # Ok::<(), prefork_smol::Error>(())
 /// ```
 #[derive(Debug)]
 #[must_use = "a Server does nothing until `serve`, `serve_with` or `run` is called"]
@@ -78,13 +116,19 @@ pub struct Server {
 
 impl From<Prefork> for Server {
     fn from(prefork: Prefork) -> Self {
-        Server::new(prefork)
+        Server::from_prefork(prefork)
     }
 }
 
 impl Server {
+    /// A server listening on `addr` (`"0.0.0.0:8080"`, `"[::]:8080"`, `"localhost:3000"`, a
+    /// `SocketAddr`, `"unix:/run/app.sock"`), with [`Prefork`]'s defaults.
+    pub fn new(addr: impl Into<ListenAddr>) -> Self {
+        Server::from_prefork(Prefork::new(addr))
+    }
+
     /// A server with the process model configured by `prefork`.
-    pub fn new(prefork: Prefork) -> Self {
+    pub fn from_prefork(prefork: Prefork) -> Self {
         Server {
             prefork,
             threads: 1,
@@ -114,7 +158,7 @@ impl Server {
     /// In each worker: accepts on every listener, reports ready, and on SIGTERM (or the master's
     /// death) stops accepting, lets in-flight requests finish, closes idle keep-alive
     /// connections, and returns once all connections are gone or after
-    /// [`Context::drain_timeout`] (the [`Prefork::shutdown_timeout`] less a margin). A TLS
+    /// [`Worker::drain_timeout`] (the [`Prefork::shutdown_timeout`] less a margin). A TLS
     /// handshake that fails or outlasts its timeout closes that connection only; plain HTTP sent
     /// to the TLS port is answered `400 Bad Request` (HTTPS expected), then closed. Accept errors
     /// such as EMFILE are logged and retried after a short pause; they never stop the worker.
@@ -124,10 +168,9 @@ impl Server {
     /// connections) with [`Server::serve_with`] instead.
     ///
     /// # Errors
-    /// In the master, the [`prefork_core::Error`] of [`Prefork::run`] as an [`io::Error`]: a bad
-    /// configuration, a port in use, a bad TLS file, a worker that failed to start, too many
-    /// worker crashes. In a worker, what failed while it served.
-    pub fn serve<S, B>(self, service: S) -> io::Result<()>
+    /// In the master, the [`Error`] of [`Prefork::run`]: a bad configuration, a port in use, a
+    /// bad TLS file, a worker that failed to start. In a worker, what failed while it served.
+    pub fn serve<S, B>(self, service: S) -> Result<(), Error>
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
         S::Future: Send + 'static,
@@ -136,7 +179,7 @@ impl Server {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        self.serve_with(move |_| std::future::ready(Ok(service)))
+        self.serve_with(async move |_| Ok(service))
     }
 
     /// Like [`Server::serve`], with the service built by `factory` in each worker, inside its
@@ -151,22 +194,18 @@ impl Server {
     /// use std::convert::Infallible;
     /// use hyper::{service::service_fn, Response};
     ///
-    /// prefork_smol::Server::new(prefork_smol::prefork_core::Prefork::new("127.0.0.1:8080"))
-    ///     .serve_with(|ctx| {
-    ///         let worker = ctx.worker_id();
-    ///         async move {
-    ///             // e.g. connect to a database here, once per worker.
-    ///             Ok(service_fn(move |_| async move {
-    ///                 Ok::<_, Infallible>(Response::new(format!("worker {worker}")))
-    ///             }))
-    ///         }
+    /// prefork_smol::Server::new("127.0.0.1:8080")
+    ///     .serve_with(async |worker| {
+    ///         let id = worker.id(); // e.g. connect to a database here, once per worker.
+    ///         Ok(service_fn(move |_| async move {
+    ///             Ok::<_, Infallible>(Response::new(format!("worker {id}")))
+    ///         }))
     ///     })?;
-    /// # std::io::Result::Ok(())
+    /// # Ok::<(), prefork_smol::Error>(())
     /// ```
-    pub fn serve_with<F, Fut, S, B>(self, factory: F) -> io::Result<()>
+    pub fn serve_with<F, S, B>(self, factory: F) -> Result<(), Error>
     where
-        F: FnOnce(&Context) -> Fut,
-        Fut: Future<Output = io::Result<S>>,
+        F: AsyncFnOnce(&Worker) -> Result<S, BoxError>,
         S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
@@ -174,19 +213,19 @@ impl Server {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        self.run(move |ctx| async move {
-            let service = factory(&ctx).await?;
-            crate::http::serve(ctx, Arc::new(service)).await
+        self.run(move |worker| async move {
+            let service = factory(&worker).await.map_err(crate::factory_error)?;
+            crate::http::serve(worker, Arc::new(service)).await
         })
     }
 
-    /// Runs raw async code in each worker: `f` receives the worker's [`Context`] (async
+    /// Runs raw async code in each worker: `f` receives the worker's [`Worker`] context (async
     /// listeners, worker id, shutdown notification, `ready`, executor) and its future runs
     /// inside the worker's executor, on the worker's main thread (it need not be `Send`).
     ///
-    /// `f` must call [`Context::ready`] once it accepts, stop accepting when
-    /// [`Context::shutdown`] completes, and return once its work is drained (within
-    /// [`Context::drain_timeout`]). Tasks it spawned and left running are dropped when it
+    /// `f` must call [`Worker::ready`] once it accepts, stop accepting when
+    /// [`Worker::shutdown`] completes, and return once its work is drained (within
+    /// [`Worker::drain_timeout`]). Tasks it spawned and left running are dropped when it
     /// returns. An error returned before `ready` is the worker's start-up error: the master
     /// stops and reports it instead of respawning.
     ///
@@ -196,9 +235,9 @@ impl Server {
     /// # Example
     /// An echo server (see `examples/echo.rs` for the full program):
     /// ```no_run
-    /// use prefork_smol::{prefork_core::Prefork, Server};
+    /// use prefork_smol::Server;
     ///
-    /// Server::new(Prefork::new("127.0.0.1:7000")).run(|mut ctx| async move {
+    /// Server::new("127.0.0.1:7000").run(|mut ctx| async move {
     ///     let listener = smol::net::TcpListener::from(ctx.take_listeners().remove(0));
     ///     ctx.ready()?;
     ///     let shutdown = ctx.shutdown();
@@ -218,59 +257,19 @@ impl Server {
     ///     })
     ///     .await
     /// })?;
-    /// # std::io::Result::Ok(())
+    /// # Ok::<(), prefork_smol::Error>(())
     /// ```
-    pub fn run<F, Fut>(self, f: F) -> io::Result<()>
+    pub fn run<F, Fut>(self, f: F) -> Result<(), Error>
     where
-        F: FnOnce(Context) -> Fut,
+        F: FnOnce(Worker) -> Fut,
         Fut: Future<Output = io::Result<()>>,
     {
         let Server { prefork, threads } = self;
-        runtime::check_threads(threads)?;
-        prefork
-            .run(|mut child| {
-                #[cfg(not(feature = "tls"))]
-                if child.tls_requested() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "TLS is configured but prefork-smol was built without its `tls` feature",
-                    ));
-                }
-                let listeners = child
-                    .take_listeners()
-                    .into_iter()
-                    .map(crate::into_async)
-                    .collect::<io::Result<Vec<_>>>()?;
-                let unix_listeners = child
-                    .take_unix_listeners()
-                    .into_iter()
-                    .map(|l| {
-                        async_io::Async::new(l).map_err(|e| {
-                            io::Error::new(
-                                e.kind(),
-                                format!("registering a Unix listener with async-io: {e}"),
-                            )
-                        })
-                    })
-                    .collect::<io::Result<Vec<_>>>()?;
-                runtime::block_on(threads, move |executor: SharedExecutor| {
-                    let ctx = Context {
-                        worker_id: child.worker_id(),
-                        listeners,
-                        unix_listeners,
-                        shutdown: child.shutdown(),
-                        shutdown_timeout: child.shutdown_timeout(),
-                        drain: prefork_core::Drain::for_child(&child),
-                        executor,
-                        #[cfg(feature = "tls")]
-                        tls: child
-                            .tls_config()
-                            .map(|c| (c, child.tls_handshake_timeout())),
-                        child: Some(child),
-                    };
-                    f(ctx)
-                })
+        runtime::check_threads(threads).map_err(|e| Error::Config(e.to_string()))?;
+        prefork.run(|core| {
+            runtime::block_on(threads, move |executor: SharedExecutor| async move {
+                f(Worker::from_core(core, executor)?).await
             })
-            .map_err(io::Error::from)
+        })
     }
 }

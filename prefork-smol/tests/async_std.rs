@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use prefork_smol::prefork_core::{Shutdown, ShutdownReason};
-use prefork_smol::{Context, Standalone};
+use prefork_smol::{Standalone, Worker};
 use prefork_testutil::{get, Http1};
 use smol::future;
 use smol_hyper::rt::{FuturesIo, SmolTimer};
@@ -22,7 +22,7 @@ async fn hello(_: Request<Incoming>) -> Result<Response<String>, Infallible> {
     Ok(Response::new("Hello from async-std".to_owned()))
 }
 
-async fn serve_async_std(mut ctx: Context) -> io::Result<()> {
+async fn serve_async_std(mut ctx: Worker) -> io::Result<()> {
     let listener = ctx.take_async_std_listeners()?.remove(0);
     ctx.ready()?;
     let accept = async {

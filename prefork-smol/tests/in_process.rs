@@ -74,10 +74,10 @@ fn plain_http_on_several_threads_then_a_clean_stop() {
             Standalone::new(vec![listener])
                 .threads(3)
                 .shutdown(shutdown)
-                .serve_with(|ctx| {
-                    assert_eq!(ctx.worker_id(), 0);
-                    assert!(!ctx.is_prefork_worker());
-                    std::future::ready(Ok(service_fn(hello)))
+                .serve_with(async |worker| {
+                    assert_eq!(worker.id(), 0);
+                    assert!(!worker.is_prefork_worker());
+                    Ok(service_fn(hello))
                 })
         })
     };

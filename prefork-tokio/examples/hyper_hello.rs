@@ -47,7 +47,8 @@ fn prefork(args: &example::Args) -> io::Result<()> {
     tls(args)?; // refuses --cert without the `tls` feature
     let prefork = args.prefork();
     let sleep = args.sleep();
-    prefork_tokio::Builder::new(prefork).serve(service_fn(move |req| hello(req, sleep)))
+    Ok(prefork_tokio::Server::from_prefork(prefork)
+        .serve(service_fn(move |req| hello(req, sleep)))?)
 }
 
 async fn hello(
@@ -101,7 +102,7 @@ fn single_process(args: &example::Args) -> io::Result<()> {
         None => server,
     };
     let sleep = args.sleep();
-    server.serve(service_fn(move |req| hello(req, sleep)))
+    Ok(server.serve(service_fn(move |req| hello(req, sleep)))?)
 }
 
 /// `--cert`/`--key`, refused when this build cannot serve TLS.

@@ -1,17 +1,16 @@
 //! Tokio adapter for [`prefork_core`]: one tokio runtime per worker process, serving any hyper
 //! service (HTTP/1.1 keep-alive, h2c, and HTTPS with HTTP/2 by ALPN) on the listeners the
-//! master passed down, with a graceful drain on shutdown.
+//! master passed down, with a loss-free drain on shutdown.
 //!
 //! ```no_run
 //! use std::convert::Infallible;
 //! use hyper::{body::Incoming, service::service_fn, Request, Response};
-//! use prefork_tokio::prefork_core::Prefork;
 //!
-//! fn main() -> std::io::Result<()> {
+//! fn main() -> Result<(), prefork_tokio::Error> {
 //!     let hello = service_fn(|_: Request<Incoming>| async {
 //!         Ok::<_, Infallible>(Response::new(String::from("Hello, World!")))
 //!     });
-//!     prefork_tokio::Builder::new(Prefork::new("127.0.0.1:8080")).serve(hello)
+//!     prefork_tokio::serve(hello, "127.0.0.1:8080")
 //! }
 //! ```
 //!
@@ -19,32 +18,37 @@
 //! [`prefork_core`]'s docs for the process model). Axum users want `prefork-axum`, built on this
 //! crate.
 //!
+//! # Vocabulary (the same in every prefork adapter)
+//! | concept | here |
+//! |---|---|
+//! | serve an app on an address | [`serve(app, addr)`](serve), [`serve_tls(app, addr, files)`](serve_tls) |
+//! | build the app in each worker | [`serve_with(factory, addr)`](serve_with); the factory is `async \|worker: &Worker\| -> Result<App, BoxError>` |
+//! | every option | [`Server`]: `Server::new(addr)` or `Server::from_prefork(p)`, then `.prefork(\|p\| ..)` for the process model ([`Prefork`]) and `.threads(n)` for the runtime |
+//! | a worker's context | [`Worker`]: `id()`, listeners, `shutdown()`, `ready()`, `drain()`, `counters()` |
+//! | any tokio server, not only HTTP | [`Server::run`] with an `async` closure taking the [`Worker`] |
+//! | one process, no master | [`Standalone`] (same `serve`, `serve_with`, `run`) |
+//! | errors of the entry points | [`Error`] (its `Debug` is its message, for `fn main() -> Result<(), Error>`) |
+//!
 //! # Runtimes
 //! The master never builds a runtime. Each worker builds one after it is started: a
 //! `current_thread` runtime by default (one process per core is the point), or a multi-threaded
-//! one with [`Builder::threads`]. Everything per-worker (pools, clients, caches) is built inside
-//! that runtime, in the [`Builder::run`] closure, never in the master.
+//! one with [`Server::threads`]. Everything per-worker (pools, clients, caches) is built inside
+//! that runtime, in the factory of [`serve_with`] or the closure of [`Server::run`], never in
+//! the master.
 //!
-//! Calling [`Builder::run`] or [`Builder::serve`] inside a tokio runtime (from
-//! `#[tokio::main]`, say) fails at once with an error that says so: building a worker's runtime
-//! there would panic, and a master inside a runtime would block it. Use a plain `fn main()`.
-//!
-//! # Two levels
-//! - [`Builder::serve`]: a hyper service, cloned per connection.
-//! - [`Builder::run`]: your async closure runs in each worker with a [`TokioChild`] (tokio
-//!   listeners, worker id, shutdown future, `ready`): async set-up then
-//!   [`TokioChild::serve`], or any other tokio server (raw TCP, tonic, a custom accept loop).
+//! Calling an entry point inside a tokio runtime (from `#[tokio::main]`, say) fails at once
+//! with an error that says so: building a worker's runtime there would panic, and a master
+//! inside a runtime would block it. Use a plain `fn main()`.
 //!
 //! # Without prefork
-//! [`Standalone`] runs the same service or closure in this one process, on a multi-threaded
-//! runtime, stopping on SIGTERM/SIGINT: the baseline to measure prefork against, or a
-//! development mode behind a flag.
+//! [`Standalone`] runs the same service, factory or closure in this one process, on a
+//! multi-threaded runtime, stopping on SIGTERM/SIGINT: the baseline to measure prefork against,
+//! or a development mode behind a flag.
 //!
 //! ```no_run
 //! # use std::convert::Infallible;
 //! # use hyper::{body::Incoming, service::service_fn, Request, Response};
-//! # use prefork_tokio::prefork_core::Prefork;
-//! # fn main() -> std::io::Result<()> {
+//! # fn main() -> Result<(), prefork_tokio::Error> {
 //! # let hello = service_fn(|_: Request<Incoming>| async {
 //! #     Ok::<_, Infallible>(Response::new(String::from("Hello, World!")))
 //! # });
@@ -52,68 +56,73 @@
 //! if single_process {
 //!     prefork_tokio::Standalone::bind("127.0.0.1:8080")?.threads(4).serve(hello)
 //! } else {
-//!     prefork_tokio::Builder::new(Prefork::new("127.0.0.1:8080").workers(4)).serve(hello)
+//!     prefork_tokio::Server::new("127.0.0.1:8080").prefork(|p| p.workers(4)).serve(hello)
 //! }
 //! # }
 //! ```
 //!
 //! # Shutdown
-//! On SIGTERM (sent by the master), SIGINT, or the master's death, [`TokioChild::serve`] stops
-//! accepting, closes idle keep-alive connections, lets in-flight requests finish, and returns;
-//! the worker then exits 0. The drain lasts at most [`TokioChild::drain_timeout`]: the shutdown
-//! timeout less a margin (a quarter, at most 1 s), so that the worker exits on its own before
-//! the master's SIGKILL. A [`Standalone`] server, which no master kills, drains for the whole
-//! shutdown timeout.
+//! On SIGTERM (sent by the master), SIGINT, or the master's death, [`Worker::serve`] stops
+//! accepting, ends each keep-alive connection at a request boundary (the next response carries
+//! `Connection: close`, HTTP/2 gets GOAWAY, a connection idle for
+//! [`Prefork::drain_grace`](prefork_core::Prefork::drain_grace) is closed), lets in-flight
+//! requests finish, and returns; the worker then exits 0. The drain lasts at most
+//! [`Worker::drain_timeout`]: the shutdown timeout less a margin (a quarter, at most 1 s), so
+//! that the worker exits on its own before the master's SIGKILL. A [`Standalone`] server, which
+//! no master kills, drains for the whole shutdown timeout.
 //!
 //! # TLS
-//! With the `tls` feature (on by default) and [`Prefork::tls`](prefork_core::Prefork::tls), each
-//! worker serves HTTPS through tokio-rustls with the configuration the master loaded and
-//! validated: HTTP/2 or HTTP/1.1 by ALPN, every handshake bounded by
-//! [`TlsConfig::handshake_timeout`](prefork_core::TlsConfig::handshake_timeout); a failed
-//! handshake costs that connection only. The crypto provider is *ring*.
+//! With the `tls` feature (on by default), [`serve_tls`] or
+//! [`Prefork::tls`](prefork_core::Prefork::tls): each worker serves HTTPS through tokio-rustls
+//! with the configuration the master loaded and validated: HTTP/2 or HTTP/1.1 by ALPN, every
+//! handshake bounded by [`TlsConfig::handshake_timeout`](prefork_core::TlsConfig::handshake_timeout);
+//! a failed handshake costs that connection only. The crypto provider is *ring*.
 //!
 //! # Performance notes
 //! Accepted sockets get `TCP_NODELAY`; the accept loop runs in the task that called
-//! [`TokioChild::serve`] and each connection is served in one task, with no channel or extra
+//! [`Worker::serve`] and each connection is served in one task, with no channel or extra
 //! task in between; the adapter allocates nothing per request.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
-mod builder;
-mod child;
 mod serve;
+mod server;
 mod standalone;
 #[cfg(feature = "tls")]
 mod tls;
+mod worker;
 
-pub use builder::Builder;
-pub use child::TokioChild;
+#[allow(deprecated)]
+pub use server::Builder;
+pub use server::Server;
 pub use standalone::Standalone;
+pub use worker::Worker;
+
+/// The former name of [`Worker`].
+#[deprecated(since = "0.2.0", note = "renamed to `Worker`")]
+pub type TokioChild = Worker;
 
 /// The process model this adapter runs on (the matching version).
 pub use prefork_core;
+#[doc(no_inline)]
+pub use prefork_core::{BoxError, Error, ListenAddr, Prefork, Shutdown, ShutdownReason};
 #[cfg(feature = "tls")]
 #[doc(no_inline)]
 pub use prefork_core::{PemFiles, TlsConfig};
-#[doc(no_inline)]
-pub use prefork_core::{Prefork, Shutdown, ShutdownReason};
 
-/// The hyper-util connection builder [`TokioChild::serve`] uses.
+/// The hyper-util connection builder [`Worker::serve_with`] takes.
 pub use hyper_util::server::conn::auto::Builder as HttpBuilder;
-
-/// The error type services may return (hyper's bound).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The default time a client has to send a request's headers: 30 s (hyper's default once a
 /// timer is set; Puma's `first_data_timeout`; nginx's `client_header_timeout` is 60 s).
 pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The connection builder [`TokioChild::serve`] uses: hyper-util's automatic HTTP/1.1 + HTTP/2
+/// The connection builder [`Worker::serve`] uses: hyper-util's automatic HTTP/1.1 + HTTP/2
 /// builder on tokio, with hyper's defaults (as `axum::serve`) plus a timer and an HTTP/1 header
 /// read timeout of [`DEFAULT_HEADER_READ_TIMEOUT`], so a client that trickles its headers (one
 /// byte a second) cannot hold a connection forever. Idle keep-alive connections are closed
 /// after [`Prefork::keepalive_timeout`](prefork_core::Prefork::keepalive_timeout) (75 s) by the
-/// drain machinery. Tune the builder and pass it to [`TokioChild::serve_with`]:
+/// drain machinery. Tune the builder and pass it to [`Worker::serve_with`]:
 ///
 /// ```
 /// use std::time::Duration;
@@ -129,4 +138,82 @@ pub fn http_builder() -> HttpBuilder<hyper_util::rt::TokioExecutor> {
         .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT);
     http.http2().timer(hyper_util::rt::TokioTimer::new());
     http
+}
+
+/// Serves `service` (a hyper service, cloned for each connection) on `addr` with one worker
+/// process per CPU: supervises in the master, serves in each worker. Returns when the server
+/// has stopped (SIGTERM or SIGINT: `Ok(())` once every worker has drained). See [`Server`] for
+/// every option.
+///
+/// # Errors
+/// Each message names the address, path or worker concerned: the address cannot be resolved or
+/// bound ("cannot listen on 127.0.0.1:8080: Address already in use"), called inside a tokio
+/// runtime, a worker fails to start, a bad configuration.
+pub fn serve<S, B>(service: S, addr: impl Into<ListenAddr>) -> Result<(), Error>
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    Server::new(addr).serve(service)
+}
+
+/// Builds the service in each worker with `factory` (async, once per worker, inside its
+/// runtime, never in the master), then serves it on `addr`. See [`Server::serve_with`].
+///
+/// # Errors
+/// As [`serve`], and the factory's error if it fails in a starting worker.
+pub fn serve_with<F, S, B>(factory: F, addr: impl Into<ListenAddr>) -> Result<(), Error>
+where
+    F: AsyncFnOnce(&Worker) -> Result<S, BoxError>,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    Server::new(addr).serve_with(factory)
+}
+
+/// Serves `service` over HTTPS on `addr` (HTTP/2 or HTTP/1.1 by ALPN) with the certificate
+/// chain and key in `files`, loaded and checked by the master before any worker starts.
+///
+/// # Errors
+/// As [`serve`], and a TLS error naming the file ("TLS: key.pem: no private key found").
+#[cfg(feature = "tls")]
+pub fn serve_tls<S, B>(
+    service: S,
+    addr: impl Into<ListenAddr>,
+    files: PemFiles,
+) -> Result<(), Error>
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<B>,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    Server::new(addr)
+        .prefork(|p| p.tls(TlsConfig::from_pem_files(files)))
+        .serve(service)
 }

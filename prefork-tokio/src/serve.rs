@@ -19,7 +19,7 @@ use prefork_core::DrainConn;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-use crate::child::TokioChild;
+use crate::worker::Worker;
 use crate::BoxError;
 
 /// How long the accept loop pauses after an error that is not the connection's fault (EMFILE,
@@ -104,7 +104,7 @@ impl Peek for UnixStream {
 }
 
 pub(crate) async fn serve<M, S, B>(
-    child: TokioChild,
+    child: Worker,
     listeners: Vec<AnyListener>,
     http: auto::Builder<TokioExecutor>,
     mut make_service: M,
@@ -126,8 +126,8 @@ where
     let drain = child.drain();
     let mut shutdown = child.shutdown();
     let addrs: Vec<String> = listeners.iter().map(AnyListener::describe).collect();
-    let heartbeat = child.core().map(|c| {
-        let hb = c.heartbeat();
+    let heartbeat = child.core().has_master().then(|| {
+        let hb = child.core().heartbeat();
         // Inside the worker's event loop: a blocked loop stops the beats.
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(hb.interval());
@@ -138,7 +138,7 @@ where
             }
         })
     });
-    tracing::debug!(worker = child.worker_id(), ?addrs, "accepting");
+    tracing::debug!(worker = child.id(), ?addrs, "accepting");
     child.ready()?;
 
     // A worker over its share of the open connections leaves the shared queue to the others

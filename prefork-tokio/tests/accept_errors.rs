@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use prefork_testutil::{wait_until, DEADLINE};
-use prefork_tokio::{Shutdown, ShutdownReason, TokioChild};
+use prefork_tokio::{Shutdown, ShutdownReason, Worker};
 
 #[derive(Clone, Default)]
 struct Log(Arc<Mutex<Vec<u8>>>);
@@ -92,7 +92,7 @@ fn emfile_is_logged_and_the_accept_loop_goes_on() {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            TokioChild::standalone(vec![listener], shutdown)?
+            Worker::standalone(vec![listener], shutdown)?
                 .serve(|_| hello())
                 .await
         })

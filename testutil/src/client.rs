@@ -321,8 +321,13 @@ pub struct TcpSocket {
     pub remote: SocketAddr,
     /// Whether the connection is established (state `01`).
     pub established: bool,
+    /// Whether this is a listening socket (state `0A`).
+    pub listening: bool,
     /// Bytes received and not yet read by the process.
     pub unread: u64,
+    /// The socket's inode: a process holds it if one of its descriptors points to
+    /// `socket:[INODE]` (see [`open_fds`](crate::open_fds)).
+    pub inode: u64,
 }
 
 /// The IPv4 TCP sockets whose local address is `local` (a server's side of its connections),
@@ -347,13 +352,15 @@ pub fn tcp_sockets(local: SocketAddr) -> Vec<TcpSocket> {
         .skip(1)
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() <= 4 || f[1] != local {
+            if f.len() <= 9 || f[1] != local {
                 return None;
             }
             Some(TcpSocket {
                 remote: parse_addr(f[2])?,
                 established: f[3] == "01",
+                listening: f[3] == "0A",
                 unread: u64::from_str_radix(f[4].split(':').nth(1)?, 16).ok()?,
+                inode: f[9].parse().ok()?,
             })
         })
         .collect()

@@ -303,6 +303,145 @@ pub fn drain_under_load_loses_nothing(bin: &Path, extra: &[&str]) {
     assert!(exit.contains("exit status 0"), "the worker exits 0: {exit}");
 }
 
+/// The inodes of the listening sockets on `addr` (one, or one per worker with `SO_REUSEPORT`).
+fn listener_inodes(addr: SocketAddr) -> Vec<String> {
+    tcp_sockets(addr)
+        .iter()
+        .filter(|s| s.listening)
+        .map(|s| format!("socket:[{}]", s.inode))
+        .collect()
+}
+
+/// Whether `pid` holds a descriptor on one of `sockets` (from [`listener_inodes`]). A draining
+/// worker closes its listener copies as its drain begins, so `false` (while it lives) says the
+/// drain has begun.
+fn holds_one_of(pid: u32, sockets: &[String]) -> bool {
+    open_fds(pid)
+        .iter()
+        .any(|(_, target)| sockets.contains(target))
+}
+
+/// Reads from `stream` until the server closes it, for at most `within`: whether the close was
+/// a clean end of file (`Ok(0)`) rather than a reset, or `None` if the connection stayed open
+/// (or the server sent data instead).
+fn wait_for_eof(stream: &mut TcpStream, within: Duration) -> Option<bool> {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => Some(true),
+        Ok(_) => None,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            None
+        }
+        Err(_) => Some(false),
+    }
+}
+
+/// Proves the drain grace on idle keep-alive connections, for an example whose own idle
+/// keep-alive timeout is long (75 s, as every contract program's), so that only the grace can
+/// close them in time. Started with `--drain-grace-ms 500` and a shutdown timeout of 60 s (past
+/// every deadline here), with two keep-alive connections that each had one request answered and
+/// then stay idle; then SIGTERM to the master:
+/// - the one that stays idle is closed by its worker with a clean end of file, no sooner than
+///   the grace after the signal, and within 10 s (a worker waiting for its keep-alive timeout or
+///   its drain timeout instead fails here);
+/// - the other sends its next request once its worker has begun to drain (it has closed its
+///   listener copies), within the grace: that worker answers it, `200` with
+///   `Connection: close`, and then closes the connection;
+/// - both workers exit 0, and the master exits 0 within 15 s of the signal.
+///
+/// "Within the grace" is certain only if the request left less than a grace after the signal
+/// (the drain cannot begin before it): on a machine so busy that this test saw the drain begin
+/// later than that, the attempt proves nothing, and the scenario starts over (3 attempts).
+pub fn drain_grace_closes_idle_keepalive_connections(bin: &Path, extra: &[&str]) {
+    const GRACE: Duration = Duration::from_millis(500);
+    let mut args = vec!["--drain-grace-ms", "500", "--shutdown-timeout-ms", "60000"];
+    args.extend_from_slice(extra);
+    for attempt in 1..=3 {
+        let mut s = start(bin, &args);
+        let workers = s.wait_ready();
+
+        let mut idle = TcpStream::connect(s.addr).unwrap();
+        let idle_pid: u32 = raw_get(&mut idle, "/pid").parse().unwrap_or(0);
+        let mut late = TcpStream::connect(s.addr).unwrap();
+        let late_pid: u32 = raw_get(&mut late, "/pid").parse().unwrap_or(0);
+        assert!(
+            workers.contains(&idle_pid) && workers.contains(&late_pid),
+            "{idle_pid} {late_pid} {workers:?}"
+        );
+        let listeners = listener_inodes(s.addr);
+        assert!(
+            holds_one_of(late_pid, &listeners),
+            "{listeners:?} {:?}",
+            open_fds(late_pid)
+        );
+
+        let signalled = Instant::now();
+        s.signal(Signal::SIGTERM);
+        assert!(
+            wait_until(DEADLINE, || !holds_one_of(late_pid, &listeners)),
+            "worker {late_pid} did not begin to drain; log:\n{}",
+            s.log()
+        );
+        write!(late, "GET /pid HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+        let sent_after = signalled.elapsed();
+        if sent_after >= GRACE {
+            eprintln!(
+                "attempt {attempt}: the drain was seen to begin only {sent_after:?} after \
+                 SIGTERM (a busy machine); starting over"
+            );
+            continue;
+        }
+        let answer =
+            read_until_closed(&mut late).expect("the connection is closed after the answer");
+        let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(
+            answer.starts_with("http/1.1 200") && answer.ends_with(&late_pid.to_string()),
+            "a request sent {sent_after:?} after SIGTERM, within the grace, is answered by the \
+             draining worker: {answer:?}; log:\n{}",
+            s.log()
+        );
+        assert!(answer.contains("connection: close"), "{answer:?}");
+
+        let clean = wait_for_eof(&mut idle, Duration::from_secs(10)).unwrap_or_else(|| {
+            panic!(
+                "the idle keep-alive connection to {idle_pid} was not closed within 10 s of \
+                 SIGTERM (grace {GRACE:?}); log:\n{}",
+                s.log()
+            )
+        });
+        let closed_after = signalled.elapsed();
+        assert!(clean, "closed with a reset, not an end of file");
+        assert!(
+            closed_after >= GRACE,
+            "the idle connection was closed {closed_after:?} after SIGTERM, before the grace"
+        );
+
+        let status = s
+            .wait_exit(Duration::from_secs(15).saturating_sub(signalled.elapsed()))
+            .unwrap_or_else(|| panic!("the master did not exit within 15 s; log:\n{}", s.log()));
+        let log = s.log();
+        assert!(
+            status.success(),
+            "master exit status {status:?}; log:\n{log}"
+        );
+        assert_all_gone(workers, &log);
+        assert_eq!(
+            log.matches("status=exit status 0").count(),
+            2,
+            "both workers drained and exited 0:\n{log}"
+        );
+        return;
+    }
+    panic!("3 attempts on a machine too busy to send a request within a 500 ms grace");
+}
+
 /// Runs `bin` with `args` and expects it to exit on its own with status 1 and a message that
 /// starts with the program's name; returns everything it printed.
 fn fails_fast(bin: &Path, args: &[&str]) -> String {

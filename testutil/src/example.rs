@@ -42,6 +42,11 @@ pub struct Args {
     /// Heartbeat watchdog timeout in seconds (0 = off); default: the library's (30 s).
     #[arg(long)]
     pub worker_timeout: Option<f64>,
+    /// Workers count nothing and report no stats (the master's stats show zeros); the
+    /// heartbeat watchdog is off too unless --worker-timeout is given, so workers send no
+    /// heartbeat. Refused with --max-requests.
+    #[arg(long)]
+    pub no_stats: bool,
     /// Recycle a worker after this many requests.
     #[arg(long)]
     pub max_requests: Option<u64>,
@@ -97,7 +102,7 @@ impl Args {
     }
 
     /// The process model these flags describe: `--addr`, `--workers`, `--reuseport`,
-    /// `--shutdown-timeout-ms`, the health and drain options, and `--cert/--key` when given.
+    /// `--shutdown-timeout-ms`, the health (`--no-stats` included) and drain options, and `--cert/--key` when given.
     pub fn prefork(&self) -> prefork_core::Prefork {
         let mut prefork = prefork_core::Prefork::new(self.addr.as_str())
             .reuseport(self.reuseport)
@@ -105,6 +110,9 @@ impl Args {
             .shutdown_timeout(self.shutdown_timeout());
         if let Some(n) = self.workers {
             prefork = prefork.workers(n);
+        }
+        if self.no_stats {
+            prefork = prefork.stats(false).worker_timeout(None);
         }
         if let Some(secs) = self.worker_timeout {
             prefork = prefork

@@ -13,7 +13,7 @@
 //! fn serves() { /* start a master whose workers are this binary; assert */ }
 //!
 //! fn main() {
-//!     if prefork_core::is_child() {
+//!     if prefork_core::is_worker() {
 //!         worker();
 //!     }
 //!     prefork_testutil::harness::run(prefork_testutil::cases![serves]);

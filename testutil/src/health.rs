@@ -1,6 +1,6 @@
 //! Worker-health scenarios shared by every adapter's tests: the heartbeat watchdog (a blocked
 //! event loop, a stopped worker, a stopped master), recycling by requests and by memory under
-//! load, and 10,000 connections under a soft fd limit of 1024.
+//! load, 10,000 connections under a soft fd limit of 1024, and stats turned off (`--no-stats`).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -296,4 +296,53 @@ pub fn ten_thousand_connections_under_a_soft_limit_of_1024(bin: &Path, extra: &[
         raw_get(c, "/");
     }
     assert!(!s.log().contains("Too many open files"), "{}", s.log());
+}
+
+/// `--no-stats` (stats off, no watchdog): the server answers, the master's stats show zero
+/// requests and connections and no heartbeat for every worker; and `--max-requests` with
+/// `--no-stats` is refused before any worker starts, with a message that names both.
+pub fn no_stats_reports_zeros_and_refuses_max_requests(bin: &Path, extra: &[&str]) {
+    let sock = temp_dir("no-stats").join("control.sock");
+    let mut args = vec!["--no-stats", "--control-socket", sock.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let s = contract::start(bin, &args);
+    s.wait_ready();
+    // Keep-alive requests and fresh connections, held open while the stats are read.
+    let mut held = TcpStream::connect(s.addr).unwrap();
+    for _ in 0..20 {
+        raw_get(&mut held, "/pid");
+        raw_get(&mut TcpStream::connect(s.addr).unwrap(), "/pid");
+    }
+    // Past a default heartbeat interval: counted requests would have been reported by now.
+    std::thread::sleep(prefork_core::DEFAULT_HEARTBEAT_INTERVAL * 3 / 2);
+    let st = stats(&sock);
+    let workers = st["workers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(workers.len(), 2, "{st}");
+    for w in &workers {
+        assert_eq!(w["ready"], true, "{st}");
+        assert_eq!(w["requests"], 0, "nothing counted: {st}");
+        assert_eq!(w["connections"], 0, "nothing counted: {st}");
+        assert!(w["heartbeat_age_ms"].is_null(), "no heartbeat: {st}");
+    }
+    drop(s);
+
+    let (status, log) = Server::run_to_exit(
+        &bin.to_path_buf(),
+        &[
+            "--addr",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--no-stats",
+            "--max-requests",
+            "100",
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("max_requests cannot work with stats(false)"),
+        "{log}"
+    );
+    assert!(!log.contains("worker started"), "{log}");
 }

@@ -308,7 +308,7 @@ fn an_initial_start_up_error_stops_everything() {
     h.exit(101, "exit status 1");
     h.exit(100, "exit status 0");
     match &h.done {
-        Some(Err(Error::ChildStartup {
+        Some(Err(Error::WorkerStartup {
             worker: 1, message, ..
         })) => {
             assert_eq!(message, "cannot read config.toml")
@@ -324,7 +324,7 @@ fn a_ready_timeout_at_start_fails_the_start() {
     assert!(h.signalled(100, Signal::SIGKILL));
     h.exit(100, "signal 9 (SIGKILL)");
     assert!(
-        matches!(&h.done, Some(Err(Error::ChildStartup { message, .. })) if message.contains("did not report ready"))
+        matches!(&h.done, Some(Err(Error::WorkerStartup { message, .. })) if message.contains("did not report ready"))
     );
 }
 

@@ -9,6 +9,7 @@
 //! - `scenario`: what each scenario runs, one measured run
 //! - `procfs`: memory and CPU of process trees
 //! - `process`: start-up, respawn, stop and idle memory of ours
+//! - `workers`: how a run's requests spread over our workers (the master's control socket)
 //! - `report` and `chart`: medians, spreads, per-round ratios; Markdown, JSON, SVG
 
 use std::fmt::Write as _;
@@ -26,6 +27,7 @@ pub(crate) mod procfs;
 mod report;
 mod scenario;
 mod server;
+mod workers;
 
 use scenario::{Case, Scenario, Settings};
 use server::{Adapter, Mode, Peer, Target};
@@ -42,12 +44,12 @@ pub(crate) struct BenchArgs {
     )]
     adapters: Vec<Adapter>,
     /// Our modes in the plain and seed scenarios (the others run prefork; pinned also
-    /// no-prefork).
+    /// no-prefork; stats-off runs in plain only).
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "prefork,reuseport,no-prefork"
+        default_value = "prefork,reuseport,no-prefork,stats-off"
     )]
     modes: Vec<Mode>,
     /// Scenarios to run.

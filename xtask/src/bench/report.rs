@@ -36,6 +36,9 @@ pub(crate) struct Sample {
     pub(crate) errors_base: Option<u64>,
     /// reload: what the master did with SIGHUP.
     pub(crate) reload: Option<String>,
+    /// Ours with stats on, 2+ workers: requests each worker process served over the warm-up
+    /// and the load, in worker-id order (from the master's stats).
+    pub(crate) worker_requests: Option<Vec<u64>>,
 }
 
 /// Median, min and max of one figure over the rounds.
@@ -109,6 +112,11 @@ pub(crate) struct Summary {
     pub(crate) p99_base_ms: Option<Spread>,
     pub(crate) errors_base: Option<u64>,
     pub(crate) reload: Vec<String>,
+    /// Each worker's share of the requests, %, largest first: per rank, the median over the
+    /// rounds.
+    pub(crate) worker_shares_pct: Option<Vec<f64>>,
+    /// The busiest worker's requests over the idlest one's.
+    pub(crate) worker_max_min: Option<Spread>,
 }
 
 /// One summary per configuration, in first-run order.
@@ -152,9 +160,45 @@ pub(crate) fn summarize(samples: &[Sample]) -> Vec<Summary> {
             p99_base_ms: opt(|s| s.p99_base_ms),
             errors_base: same.iter().map(|s| s.errors_base).sum(),
             reload: same.iter().filter_map(|s| s.reload.clone()).collect(),
+            worker_shares_pct: median_shares(&same),
+            worker_max_min: opt(|s| s.worker_requests.as_deref().map(super::workers::max_min)),
         });
     }
     out
+}
+
+/// Per rank (busiest worker first), the median share over the rounds that have shares.
+fn median_shares(runs: &[&Sample]) -> Option<Vec<f64>> {
+    let rounds: Vec<Vec<f64>> = runs
+        .iter()
+        .filter_map(|s| s.worker_requests.as_deref().map(super::workers::shares))
+        .filter(|v| !v.is_empty())
+        .collect();
+    let n = rounds.iter().map(Vec::len).max()?;
+    Some(
+        (0..n)
+            .map(|i| {
+                Spread::of(
+                    rounds
+                        .iter()
+                        .map(|r| r.get(i).copied().unwrap_or(0.0))
+                        .collect(),
+                )
+                .median
+            })
+            .collect(),
+    )
+}
+
+/// `52/48 (x1.08)`: the median shares and the max/min ratio (median, min–max), or `–`.
+fn shares_cell(s: &Summary) -> String {
+    match (&s.worker_shares_pct, &s.worker_max_min) {
+        (Some(shares), Some(ratio)) => {
+            let shares: Vec<String> = shares.iter().map(|p| format!("{p:.0}")).collect();
+            format!("{} (x{})", shares.join("/"), ratio.fmt(2))
+        }
+        _ => "–".into(),
+    }
 }
 
 /// Ours against one other configuration in one case, round by round.
@@ -192,8 +236,8 @@ fn verdict(ours: &[f64], other: &[f64], ratios: &[f64]) -> &'static str {
 }
 
 /// Every prefork configuration of ours against every peer of the same case, and (where both
-/// ran) against the same adapter's `no-prefork`; `cpu-affinity` against the same adapter's
-/// unpinned `prefork`.
+/// ran) against the same adapter's `no-prefork` and `prefork-stats-off` (the ratio is then
+/// stats on / stats off); `cpu-affinity` against the same adapter's unpinned `prefork`.
 pub(crate) fn compare(samples: &[Sample]) -> Vec<Comparison> {
     let sums = summarize(samples);
     let mut out = Vec::new();
@@ -207,7 +251,9 @@ pub(crate) fn compare(samples: &[Sample]) -> Vec<Comparison> {
                     // Pinned workers against the same server unpinned, same run.
                     o.server == ours.server && o.mode == "prefork"
                 } else {
-                    o.mode == "peer" || (o.server == ours.server && o.mode == "no-prefork")
+                    o.mode == "peer"
+                        || (o.server == ours.server
+                            && (o.mode == "no-prefork" || o.mode == "prefork-stats-off"))
                 }
         });
         for other in others {
@@ -257,8 +303,14 @@ pub(crate) fn markdown(samples: &[Sample]) -> String {
     for case in cases {
         let rows: Vec<&Summary> = sums.iter().filter(|s| s.case == case).collect();
         let _ = writeln!(md, "### {case}\n");
-        let _ = writeln!(md, "| server | mode | conns | rounds | rps | p50 ms | p99 ms | errors | CPU % | rps per core | PSS MiB | procs |");
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+        // Ours with counting workers: how the requests spread over them.
+        let shares = rows.iter().any(|s| s.worker_shares_pct.is_some());
+        let _ = writeln!(md, "| server | mode | conns | rounds | rps | p50 ms | p99 ms | errors | CPU % | rps per core | PSS MiB | procs |{}", if shares { " worker shares % (max/min) |" } else { "" });
+        let _ = writeln!(
+            md,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|{}",
+            if shares { "---|" } else { "" }
+        );
         for s in &rows {
             let conns = if s.streams > 0 {
                 format!("{}x{}", s.conns, s.streams)
@@ -267,7 +319,7 @@ pub(crate) fn markdown(samples: &[Sample]) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
                 s.server,
                 s.mode,
                 s.rounds,
@@ -278,10 +330,18 @@ pub(crate) fn markdown(samples: &[Sample]) -> String {
                 s.cpu_pct.fmt(0),
                 s.rps_per_core.fmt(0),
                 s.pss_mb.fmt(1),
-                s.procs
+                s.procs,
+                if shares {
+                    format!(" {} |", shares_cell(s))
+                } else {
+                    String::new()
+                }
             );
         }
         md.push('\n');
+        if shares {
+            let _ = writeln!(md, "Worker shares: each worker's part of the requests over the warm-up and the load, busiest first (per rank, the median over the rounds), from the master's stats before and after; max/min: the busiest worker's requests over the idlest one's, median (min–max).\n");
+        }
         if rows.iter().any(|s| s.pss_idle_mb.is_some()) {
             let _ = writeln!(md, "Memory of the server tree (PSS, MiB): idle before the load, peak while loaded, 5 s after; KiB per connection = (loaded - idle) / connections.\n");
             let _ = writeln!(
@@ -327,7 +387,7 @@ pub(crate) fn markdown(samples: &[Sample]) -> String {
     let cmp = compare(samples);
     if !cmp.is_empty() {
         let _ = writeln!(md, "### Ours against the others, round by round\n");
-        let _ = writeln!(md, "Ratios are ours / other within the same round: median (min–max). A verdict says higher or lower only where the spreads do not overlap or the ratio is on the same side of 1 in every round.\n");
+        let _ = writeln!(md, "Ratios are ours / other within the same round: median (min–max); against `prefork-stats-off` the ratio is stats on / stats off, the hot-path cost of counting and heartbeats. A verdict says higher or lower only where the spreads do not overlap or the ratio is on the same side of 1 in every round.\n");
         let _ = writeln!(
             md,
             "| case | ours | other | rps ratio | rps | p99 ratio | p99 |"
@@ -377,6 +437,7 @@ mod tests {
             p99_base_ms: None,
             errors_base: None,
             reload: None,
+            worker_requests: None,
         }
     }
 
@@ -399,5 +460,35 @@ mod tests {
         assert_eq!(c[0].rps_verdict, "higher");
         assert_eq!(c[0].p99_verdict, "no clear difference");
         assert!(markdown(&samples).contains("| plain | axum prefork | nginx peer |"));
+    }
+
+    #[test]
+    fn stats_on_against_stats_off() {
+        let samples: Vec<Sample> = (1..=3)
+            .flat_map(|r| {
+                [
+                    sample(r, "hyper", "prefork", 99.0, 1.0),
+                    sample(r, "hyper", "prefork-stats-off", 100.0, 1.0),
+                ]
+            })
+            .collect();
+        let c = compare(&samples);
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].ours.as_str(), c[0].other.as_str()),
+            ("hyper prefork", "hyper prefork-stats-off")
+        );
+        assert!((c[0].rps_ratio.median - 0.99).abs() < 1e-9);
+        assert_eq!(c[0].rps_verdict, "lower");
+    }
+
+    #[test]
+    fn worker_shares_in_the_table() {
+        let mut ours = sample(1, "hyper", "prefork", 100.0, 1.0);
+        ours.worker_requests = Some(vec![480, 520]);
+        let samples = vec![ours, sample(1, "nginx", "peer", 90.0, 1.0)];
+        let md = markdown(&samples);
+        assert!(md.contains("| 52/48 (x1.08) |"), "{md}");
+        assert!(md.contains("| 3 | – |"), "peers get no figure: {md}");
     }
 }

@@ -14,6 +14,7 @@ use super::load::{H2load, LoadStats, Wrk};
 use super::procfs::{clk_tck, tree_cpu_ticks, tree_pss_kb};
 use super::report::Sample;
 use super::server::{self, Adapter, Launch, Limits, Mode, Peer, Proto, Started, Target};
+use super::workers;
 
 /// A load scenario (`--scenarios`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
@@ -105,8 +106,8 @@ pub(crate) fn cases(scenario: Scenario, c10k_conns: usize) -> Vec<Case> {
     }
 }
 
-/// The servers a case runs: ours in prefork mode (every `--modes` in plain and seed; also
-/// `--no-prefork` in pinned), then the peers that can serve it.
+/// The servers a case runs: ours in prefork mode (every `--modes` in plain and seed, but
+/// stats-off in plain only; also `--no-prefork` in pinned), then the peers that can serve it.
 pub(crate) fn targets(
     case: &Case,
     adapters: &[Adapter],
@@ -114,7 +115,12 @@ pub(crate) fn targets(
     peers: &[Peer],
 ) -> Vec<Target> {
     let modes: Vec<Mode> = match case.scenario {
-        Scenario::Plain | Scenario::Seed => modes.to_vec(),
+        Scenario::Plain => modes.to_vec(),
+        Scenario::Seed => modes
+            .iter()
+            .copied()
+            .filter(|&m| m != Mode::StatsOff)
+            .collect(),
         Scenario::Pinned => vec![Mode::Prefork, Mode::NoPrefork],
         _ => vec![Mode::Prefork],
     };
@@ -161,6 +167,19 @@ pub(crate) fn run(target: Target, case: &Case, round: usize, s: &Settings) -> Re
         nofile: c10k.then_some((hard, hard)),
     };
     let workers = if pinned { 1 } else { s.workers };
+    // Ours with counting workers: how the requests spread over them, from the master's stats
+    // (not in reload, whose workers are replaced in the middle of the run).
+    let control = match target {
+        Target::Ours(_, Mode::Prefork | Mode::Reuseport | Mode::Pinned)
+            if workers > 1 && !reload =>
+        {
+            Some(
+                std::env::temp_dir()
+                    .join(format!("prefork-bench-{}-{port}.sock", std::process::id())),
+            )
+        }
+        _ => None,
+    };
     let log = s.log_dir.join(format!(
         "{}-{}-{}-r{round}.log",
         case.label,
@@ -179,6 +198,7 @@ pub(crate) fn run(target: Target, case: &Case, round: usize, s: &Settings) -> Re
         } else {
             "warn"
         },
+        control_socket: control.as_deref(),
     };
     let mut srv = Started::start(server::command(target, &launch)?, log)?;
     let result = measure(
@@ -190,8 +210,12 @@ pub(crate) fn run(target: Target, case: &Case, round: usize, s: &Settings) -> Re
         port,
         client_limits,
         workers,
+        control.as_deref(),
     );
     srv.stop();
+    if let Some(path) = &control {
+        let _ = std::fs::remove_file(path);
+    }
     result
 }
 
@@ -205,6 +229,7 @@ fn measure(
     port: u16,
     limits: Limits,
     workers: usize,
+    control: Option<&Path>,
 ) -> Result<Sample> {
     srv.wait_up(port, case.proto, Some(&s.ca_pem))?;
     // Let every worker come up before the load.
@@ -244,6 +269,19 @@ fn measure(
             .run()
         }
     };
+    // Per-worker request counts before the warm-up and after the load, read while the server
+    // is idle (a failure costs the figure, not the run).
+    let counts = |since: Instant| {
+        control.and_then(|c| match workers::requests(c, since) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("no worker shares for {}: {e:#}", target.label());
+                None
+            }
+        })
+    };
+    let before = counts(Instant::now());
+
     if s.warmup > 0 && case.streams == 0 {
         load(s.warmup, 0)?;
     }
@@ -283,6 +321,7 @@ fn measure(
     };
     let stats = load(secs, if case.streams > 0 { s.warmup } else { 0 });
     let cpu1 = tree_cpu_ticks(root);
+    let ended = Instant::now();
     let secs = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     let _ = sampler.join();
@@ -294,6 +333,10 @@ fn measure(
         std::thread::sleep(Duration::from_secs(5));
         tree_pss_kb(root).0
     });
+    let worker_requests = match before {
+        Some(before) => counts(ended).map(|after| workers::served(&before, &after)),
+        None => None,
+    };
     let reload_status = reload_status.map(|st| {
         if srv.running() {
             st
@@ -327,6 +370,7 @@ fn measure(
         p99_base_ms: base.as_ref().map(|b| b.p99_ms),
         errors_base: base.as_ref().map(|b| b.errors),
         reload: reload_status,
+        worker_requests,
     })
 }
 

@@ -82,6 +82,9 @@ pub(crate) enum Mode {
     Pinned,
     /// The framework's own multi-threaded single-process server (`--workers` threads).
     NoPrefork,
+    /// As prefork, with stats and heartbeats off (`--no-stats`: no counting, no watchdog): the
+    /// hot-path cost of both, against prefork in the same rounds (plain scenario only).
+    StatsOff,
 }
 
 impl Mode {
@@ -91,6 +94,7 @@ impl Mode {
             Mode::Reuseport => "reuseport",
             Mode::Pinned => "cpu-affinity",
             Mode::NoPrefork => "no-prefork",
+            Mode::StatsOff => "prefork-stats-off",
         }
     }
 }
@@ -175,6 +179,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) limits: Limits,
     /// `RUST_LOG` of our servers.
     pub(crate) rust_log: &'a str,
+    /// The master's control socket (`--control-socket`), for ours: per-worker stats.
+    pub(crate) control_socket: Option<&'a Path>,
 }
 
 /// CPU affinity and fd limit, applied to a command between fork and exec.
@@ -286,6 +292,12 @@ pub(crate) fn command(target: Target, launch: &Launch<'_>) -> Result<Command> {
                 Mode::NoPrefork => {
                     c.arg("--no-prefork");
                 }
+                Mode::StatsOff => {
+                    c.arg("--no-stats");
+                }
+            }
+            if let Some(path) = launch.control_socket {
+                c.arg("--control-socket").arg(path);
             }
             if launch.proto.tls() {
                 let (cert, key) = launch.certs.context("TLS run without certificates")?;

@@ -1,4 +1,4 @@
-//! The context a worker's async code runs with: async listeners, worker id, shutdown, ready.
+//! The worker's context its async code runs with: async listeners, worker id, shutdown, ready.
 
 use std::fmt;
 use std::future::Future;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_io::Async;
-use prefork_core::{Child, Shutdown};
+use prefork_core::Shutdown;
 use smol::{Executor, Task};
 
 use crate::runtime::SharedExecutor;
@@ -19,40 +19,89 @@ use crate::runtime::SharedExecutor;
 ///
 /// Handed to the closure of [`Server::run`](crate::Server::run) (in each worker) and of
 /// [`Standalone::run`](crate::Standalone::run) (in the single process), inside the executor:
-/// the closure's future runs on the calling thread, and [`Context::spawn`] puts tasks on every
+/// the closure's future runs on the calling thread, and [`Worker::spawn`] puts tasks on every
 /// executor thread.
-pub struct Context {
-    pub(crate) worker_id: usize,
-    pub(crate) listeners: Vec<Async<TcpListener>>,
-    pub(crate) unix_listeners: Vec<Async<UnixListener>>,
-    pub(crate) shutdown: Shutdown,
-    pub(crate) shutdown_timeout: Duration,
-    pub(crate) drain: prefork_core::Drain,
-    pub(crate) executor: SharedExecutor,
-    /// `None` in a [`Standalone`](crate::Standalone) process: nobody waits for `ready`.
-    pub(crate) child: Option<Child>,
-    #[cfg(feature = "tls")]
-    pub(crate) tls: Option<(Arc<prefork_core::rustls::ServerConfig>, Duration)>,
+pub struct Worker {
+    listeners: Vec<Async<TcpListener>>,
+    unix_listeners: Vec<Async<UnixListener>>,
+    drain: prefork_core::Drain,
+    executor: SharedExecutor,
+    /// The core context (no master in a [`Standalone`](crate::Standalone) process).
+    core: prefork_core::Worker,
 }
 
-impl fmt::Debug for Context {
+/// The former name of [`Worker`].
+#[deprecated(since = "0.2.0", note = "renamed to `Worker`")]
+pub type Context = Worker;
+
+impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("Context");
-        d.field("worker_id", &self.worker_id)
+        let mut d = f.debug_struct("Worker");
+        d.field("id", &self.id())
             .field("listeners", &self.local_addrs())
-            .field("shutdown", &self.shutdown)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("prefork", &self.child.is_some());
+            .field("shutdown_timeout", &self.shutdown_timeout())
+            .field("prefork", &self.core.has_master());
         #[cfg(feature = "tls")]
-        d.field("tls", &self.tls.is_some());
+        d.field("tls", &self.core.tls_config().is_some());
         d.finish_non_exhaustive()
     }
 }
 
-impl Context {
+impl Worker {
+    /// Converts the core context, on the worker's executor: registers the listeners with the
+    /// async-io reactor.
+    pub(crate) fn from_core(
+        mut core: prefork_core::Worker,
+        executor: SharedExecutor,
+    ) -> io::Result<Worker> {
+        #[cfg(not(feature = "tls"))]
+        if core.tls_requested() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "TLS is configured but prefork-smol was built without its `tls` feature",
+            ));
+        }
+        let listeners = core
+            .take_listeners()
+            .into_iter()
+            .map(crate::into_async)
+            .collect::<io::Result<Vec<_>>>()?;
+        let unix_listeners = core
+            .take_unix_listeners()
+            .into_iter()
+            .map(|l| {
+                Async::new(l).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("registering a Unix listener with async-io: {e}"),
+                    )
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Worker {
+            listeners,
+            unix_listeners,
+            drain: prefork_core::Drain::for_worker(&core),
+            executor,
+            core,
+        })
+    }
+
     /// The worker id, `0..workers`, stable across respawns (`0` in a standalone process).
+    pub fn id(&self) -> usize {
+        self.core.id()
+    }
+
+    /// The former name of [`Worker::id`].
+    #[deprecated(since = "0.2.0", note = "renamed to `id`")]
     pub fn worker_id(&self) -> usize {
-        self.worker_id
+        self.id()
+    }
+
+    /// The core context, for what this type does not forward (drain grace, keep-alive
+    /// timeout, counters).
+    pub fn core(&self) -> &prefork_core::Worker {
+        &self.core
     }
 
     /// The listeners, in the order they were configured, registered with the async-io reactor.
@@ -82,7 +131,7 @@ impl Context {
     /// reactor, see [`into_async_std`](crate::into_async_std)).
     ///
     /// async-std is discontinued upstream and smol is its successor: prefer
-    /// [`Context::take_listeners`] in new code.
+    /// [`Worker::take_listeners`] in new code.
     ///
     /// # Errors
     /// See [`into_async_std`](crate::into_async_std).
@@ -105,21 +154,22 @@ impl Context {
     /// Completes on SIGTERM, SIGINT or the master's death (see [`prefork_core::Shutdown`]).
     /// Each call returns a new waiter; await it, or race it against `accept`.
     pub fn shutdown(&self) -> Shutdown {
-        self.shutdown.clone()
+        self.core.shutdown()
     }
 
-    /// The shutdown timeout: how long after [`Context::shutdown`] completes the master waits
-    /// before it kills this worker with SIGKILL. Drain within [`Context::drain_timeout`], which
+    /// The shutdown timeout: how long after [`Worker::shutdown`] completes the master waits
+    /// before it kills this worker with SIGKILL. Drain within [`Worker::drain_timeout`], which
     /// leaves a margin to exit cleanly.
     pub fn shutdown_timeout(&self) -> Duration {
-        self.shutdown_timeout
+        self.core.shutdown_timeout()
     }
 
-    /// How long to let in-flight work finish once [`Context::shutdown`] completes before closing
+    /// How long to let in-flight work finish once [`Worker::shutdown`] completes before closing
     /// what is left and returning: the shutdown timeout less a margin (a quarter of it, at most
-    /// one second), so that the worker exits on its own (status 0) before the master's SIGKILL.
+    /// one second), so that the worker exits on its own (status 0) before the master's SIGKILL;
+    /// in a standalone process, which nothing kills, the whole shutdown timeout.
     pub fn drain_timeout(&self) -> Duration {
-        prefork_core::drain_timeout(self.shutdown_timeout)
+        self.core.drain_timeout()
     }
 
     /// The worker's drain state ([`prefork_core::Drain`]): request and connection counters (sent
@@ -136,16 +186,13 @@ impl Context {
     /// `async_io::Timer::after`) before each `accept`; [`serve`](crate::serve) does. Disabled
     /// in a standalone process.
     pub fn balance(&self) -> prefork_core::balance::Balance {
-        self.child
-            .as_ref()
-            .map(Child::balance)
-            .unwrap_or_else(prefork_core::balance::Balance::disabled)
+        self.core.balance()
     }
 
     /// The heartbeat to send from inside the worker's executor (`None` in a standalone
     /// process); [`serve`](crate::serve) runs it for you.
     pub fn heartbeat(&self) -> Option<prefork_core::Heartbeat> {
-        self.child.as_ref().map(|c| c.heartbeat())
+        self.core.has_master().then(|| self.core.heartbeat())
     }
 
     /// Tells the master that this worker accepts connections. Call it once the accept loop
@@ -157,15 +204,12 @@ impl Context {
     /// # Errors
     /// Fails if the master is gone.
     pub fn ready(&self) -> io::Result<()> {
-        match &self.child {
-            Some(child) => child.ready(),
-            None => Ok(()),
-        }
+        self.core.ready()
     }
 
     /// Whether this context belongs to a prefork worker (`false` for a standalone process).
     pub fn is_prefork_worker(&self) -> bool {
-        self.child.is_some()
+        self.core.has_master()
     }
 
     /// The executor the worker runs on (a `smol::Executor` driven by the worker's executor
@@ -186,11 +230,11 @@ impl Context {
     /// The validated TLS configuration, if the server was configured with one.
     #[cfg(feature = "tls")]
     pub fn tls_config(&self) -> Option<Arc<prefork_core::rustls::ServerConfig>> {
-        self.tls.as_ref().map(|(c, _)| c.clone())
+        self.core.tls_config()
     }
 
-    /// A futures-rustls acceptor for [`Context::tls_config`], if TLS is configured. Bound each
-    /// handshake by [`Context::tls_handshake_timeout`] (e.g. race it against an
+    /// A futures-rustls acceptor for [`Worker::tls_config`], if TLS is configured. Bound each
+    /// handshake by [`Worker::tls_handshake_timeout`] (e.g. race it against an
     /// `async_io::Timer`), or a client that stalls mid-handshake holds its connection forever.
     #[cfg(feature = "tls")]
     pub fn tls_acceptor(&self) -> Option<futures_rustls::TlsAcceptor> {
@@ -201,9 +245,6 @@ impl Context {
     /// [`TlsConfig::handshake_timeout`](prefork_core::TlsConfig::handshake_timeout)).
     #[cfg(feature = "tls")]
     pub fn tls_handshake_timeout(&self) -> Duration {
-        self.tls
-            .as_ref()
-            .map(|(_, t)| *t)
-            .unwrap_or(prefork_core::DEFAULT_HANDSHAKE_TIMEOUT)
+        self.core.tls_handshake_timeout()
     }
 }

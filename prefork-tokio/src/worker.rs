@@ -9,9 +9,7 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use prefork_core::{
-    Child, Counters, Drain, Shutdown, DEFAULT_DRAIN_GRACE, DEFAULT_SHUTDOWN_TIMEOUT,
-};
+use prefork_core::{Counters, Drain, Shutdown};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::BoxError;
@@ -20,24 +18,24 @@ use crate::BoxError;
 /// the worker id, the shutdown future, the drain budget, and the way to tell the master that
 /// the worker is ready.
 ///
-/// Handed to the closure of [`Builder::run`](crate::Builder::run) in each worker. Serve HTTP
-/// with [`TokioChild::serve`], or take the listeners and run any accept loop.
+/// Handed to the closure of [`Server::run`](crate::Server::run) in each worker. Serve HTTP
+/// with [`Worker::serve`], or take the listeners and run any accept loop.
 #[derive(Debug)]
-pub struct TokioChild {
+pub struct Worker {
     worker_id: usize,
     listeners: Vec<TcpListener>,
     unix_listeners: Vec<UnixListener>,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
     drain: Drain,
-    core: Option<Child>,
+    core: prefork_core::Worker,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::Tls>,
 }
 
-impl TokioChild {
+impl Worker {
     /// Converts the core context (in the worker's runtime).
-    pub(crate) fn from_core(mut child: Child) -> io::Result<Self> {
+    pub(crate) fn from_core(mut child: prefork_core::Worker) -> io::Result<Self> {
         #[cfg(not(feature = "tls"))]
         if child.tls_requested() {
             return Err(io::Error::new(
@@ -59,25 +57,25 @@ impl TokioChild {
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(TokioChild {
-            worker_id: child.worker_id(),
+        Ok(Worker {
+            worker_id: child.id(),
             listeners,
             unix_listeners,
             shutdown: child.shutdown(),
             shutdown_timeout: child.shutdown_timeout(),
-            drain: Drain::for_child(&child),
+            drain: Drain::for_worker(&child),
             #[cfg(feature = "tls")]
             tls: child
                 .tls_config()
                 .map(|c| crate::tls::Tls::new(c, child.tls_handshake_timeout())),
-            core: Some(child),
+            core: child,
         })
     }
 
     /// A context for serving without prefork: the same serving code in this one process, on
     /// listeners you bound, stopping when `shutdown` is triggered (e.g. from a signal handler).
-    /// The worker id is 0, [`TokioChild::ready`] does nothing, and the drain budget is
-    /// [`DEFAULT_SHUTDOWN_TIMEOUT`] unless changed with [`TokioChild::with_shutdown_timeout`].
+    /// The worker id is 0, [`Worker::ready`] does nothing, and the drain budget is
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`](prefork_core::DEFAULT_SHUTDOWN_TIMEOUT) unless changed with [`Worker::with_shutdown_timeout`].
     ///
     /// [`Standalone`](crate::Standalone) builds the runtime, binds, installs the signal
     /// handlers and calls this for you; use it directly when you already run inside a tokio
@@ -97,28 +95,22 @@ impl TokioChild {
             l.set_nonblocking(true)
                 .map_err(|e| with_addr(l, "making the listener non-blocking", e))?;
         }
-        Ok(TokioChild {
-            worker_id: 0,
-            listeners: convert(listeners)?,
-            unix_listeners: Vec::new(),
-            drain: Drain::new(shutdown.clone(), Counters::default(), DEFAULT_DRAIN_GRACE),
-            shutdown,
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            core: None,
-            #[cfg(feature = "tls")]
-            tls: None,
-        })
+        Worker::from_core(prefork_core::Worker::standalone(listeners, shutdown))
     }
 
-    /// Replaces the shutdown timeout (see [`TokioChild::shutdown_timeout`]). In a worker, the
-    /// master's own deadline still bounds the drain (see [`TokioChild::drain_timeout`]).
+    /// Replaces the shutdown timeout (see [`Worker::shutdown_timeout`]). In a worker, the
+    /// master's own deadline still bounds the drain (see [`Worker::drain_timeout`]).
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        if !self.core.has_master() {
+            // Nothing kills a standalone process: its drain may take the whole timeout.
+            self.core = self.core.with_shutdown_timeout(timeout);
+        }
         self
     }
 
     /// Serves TLS with this configuration (ALPN included) and handshake timeout. A worker
-    /// started by [`Builder::run`](crate::Builder::run) already has the configuration of
+    /// started by [`Server::run`](crate::Server::run) already has the configuration of
     /// [`Prefork::tls`](prefork_core::Prefork::tls), loaded and validated by the master.
     #[cfg(feature = "tls")]
     pub fn with_tls(
@@ -131,6 +123,12 @@ impl TokioChild {
     }
 
     /// The worker id, `0..workers`, stable across respawns (0 for a standalone context).
+    pub fn id(&self) -> usize {
+        self.worker_id
+    }
+
+    /// The former name of [`Worker::id`].
+    #[deprecated(since = "0.2.0", note = "renamed to `id`")]
     pub fn worker_id(&self) -> usize {
         self.worker_id
     }
@@ -141,13 +139,13 @@ impl TokioChild {
     }
 
     /// Takes the listeners out of the context, for an accept loop of your own (then
-    /// [`TokioChild::serve`] has nothing left to serve).
+    /// [`Worker::serve`] has nothing left to serve).
     pub fn take_listeners(&mut self) -> Vec<TcpListener> {
         std::mem::take(&mut self.listeners)
     }
 
     /// The Unix domain socket listeners (`unix:/path` addresses), in the order they were
-    /// configured. [`TokioChild::serve`] serves them with the TCP ones.
+    /// configured. [`Worker::serve`] serves them with the TCP ones.
     pub fn unix_listeners(&self) -> &[UnixListener] {
         &self.unix_listeners
     }
@@ -169,31 +167,25 @@ impl TokioChild {
         self.shutdown_timeout
     }
 
-    /// How long [`TokioChild::serve`] lets in-flight requests finish once the shutdown starts.
+    /// How long [`Worker::serve`] lets in-flight requests finish once the shutdown starts.
     ///
-    /// - In a worker: [`Child::drain_timeout`] (the master's shutdown timeout less a quarter,
+    /// - In a worker: [`prefork_core::Worker::drain_timeout`] (the master's shutdown timeout less a quarter,
     ///   at most 1 s), so that a worker draining for its whole budget still exits on its own
-    ///   before the master's SIGKILL; never more than [`TokioChild::shutdown_timeout`] if that
-    ///   was lowered with [`TokioChild::with_shutdown_timeout`].
-    /// - In a standalone context: the whole [`TokioChild::shutdown_timeout`], since no master
+    ///   before the master's SIGKILL; never more than [`Worker::shutdown_timeout`] if that
+    ///   was lowered with [`Worker::with_shutdown_timeout`].
+    /// - In a standalone context: the whole [`Worker::shutdown_timeout`], since no master
     ///   will kill the process.
     pub fn drain_timeout(&self) -> Duration {
-        match &self.core {
-            Some(child) => child.drain_timeout().min(self.shutdown_timeout),
-            None => self.shutdown_timeout,
-        }
+        self.core.drain_timeout().min(self.shutdown_timeout)
     }
 
     /// Tells the master that this worker accepts connections. Call it once your accept loop
-    /// runs ([`TokioChild::serve`] does it for you); later calls do nothing.
+    /// runs ([`Worker::serve`] does it for you); later calls do nothing.
     ///
     /// # Errors
     /// Fails if the master is gone.
     pub fn ready(&self) -> io::Result<()> {
-        match &self.core {
-            Some(child) => child.ready(),
-            None => Ok(()),
-        }
+        self.core.ready()
     }
 
     /// The TLS configuration this context serves with, if any.
@@ -210,7 +202,7 @@ impl TokioChild {
         self.drain.clone()
     }
 
-    /// The worker's request and connection counters ([`TokioChild::serve`] counts every
+    /// The worker's request and connection counters ([`Worker::serve`] counts every
     /// request and connection).
     pub fn counters(&self) -> Counters {
         self.drain.counters().clone()
@@ -218,18 +210,15 @@ impl TokioChild {
 
     /// The worker's handle on the master's balance table ([`prefork_core::balance`]): an accept
     /// loop of your own calls [`Balance::admit`](prefork_core::balance::Balance::admit) before
-    /// each `accept` ([`TokioChild::serve`] does). Disabled in a standalone context.
+    /// each `accept` ([`Worker::serve`] does). Disabled in a standalone context.
     pub fn balance(&self) -> prefork_core::balance::Balance {
-        self.core
-            .as_ref()
-            .map(Child::balance)
-            .unwrap_or_else(prefork_core::balance::Balance::disabled)
+        self.core.balance()
     }
 
-    /// The core context (`None` for a [`TokioChild::standalone`] one), for what this type does
-    /// not forward.
-    pub fn core(&self) -> Option<&Child> {
-        self.core.as_ref()
+    /// The core context, for what this type does not forward (heartbeat, drain grace,
+    /// keep-alive timeout).
+    pub fn core(&self) -> &prefork_core::Worker {
+        &self.core
     }
 
     /// Serves HTTP on every listener until the shutdown future completes, then drains, with
@@ -241,7 +230,7 @@ impl TokioChild {
     /// address to each request).
     ///
     /// - **Accepting.** One loop over all listeners, in the task that calls `serve` (no extra
-    ///   hop); each connection gets `TCP_NODELAY` and one task of its own. [`TokioChild::ready`]
+    ///   hop); each connection gets `TCP_NODELAY` and one task of its own. [`Worker::ready`]
     ///   is reported just before the loop starts.
     /// - **Protocols.** hyper-util's automatic builder: HTTP/1.1 with keep-alive, or HTTP/2 when
     ///   the client opens with the HTTP/2 preface (h2c, or `h2` negotiated by ALPN over TLS);
@@ -250,11 +239,11 @@ impl TokioChild {
     ///   bounded by the handshake timeout; a failed or stalled handshake (garbage, a client that
     ///   stops mid-handshake) costs that connection only and is logged at `debug`. Plain HTTP
     ///   sent to the TLS port is answered `400 Bad Request` (HTTPS expected), then closed.
-    /// - **Shutdown.** When [`TokioChild::shutdown`] completes: the listeners are closed (in the
+    /// - **Shutdown.** When [`Worker::shutdown`] completes: the listeners are closed (in the
     ///   shared-socket mode the other workers keep accepting from the queue), idle keep-alive
     ///   connections are closed, in-flight requests finish (HTTP/1.1 answers them with
     ///   `connection: close`, HTTP/2 sends GOAWAY), all bounded by
-    ///   [`TokioChild::drain_timeout`] (in a worker, the shutdown timeout less a margin so the
+    ///   [`Worker::drain_timeout`] (in a worker, the shutdown timeout less a margin so the
     ///   worker ends on its own before the master's SIGKILL); connections still open then are
     ///   dropped.
     ///
@@ -275,11 +264,11 @@ impl TokioChild {
         self.serve_with(crate::http_builder(), make_service).await
     }
 
-    /// [`TokioChild::serve`] with your own hyper-util connection builder (HTTP/2 settings,
+    /// [`Worker::serve`] with your own hyper-util connection builder (HTTP/2 settings,
     /// header limits, timeouts); see [`http_builder`](crate::http_builder).
     ///
     /// # Errors
-    /// As [`TokioChild::serve`].
+    /// As [`Worker::serve`].
     pub async fn serve_with<M, S, B>(
         mut self,
         http: auto::Builder<TokioExecutor>,

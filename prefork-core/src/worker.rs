@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::health::{Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL};
+use crate::health::{Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL, IDLE_HEARTBEAT_INTERVAL};
 use crate::listener::{self, Network};
 use crate::role::*;
 use crate::shutdown::{Shutdown, ShutdownReason};
@@ -89,26 +89,28 @@ impl Control {
 ///
 /// Built by [`Prefork::run`](crate::Prefork::run) in a worker process and handed to the serve
 /// function. Adapters (prefork-tokio, prefork-actix, prefork-smol) turn the listeners into their
-/// runtime's types and call [`Child::ready`] once they accept.
+/// runtime's types and call [`Worker::ready`] once they accept.
 #[derive(Debug)]
-pub struct Child {
+pub struct Worker {
     worker_id: usize,
     listeners: Vec<TcpListener>,
     unix_listeners: Vec<UnixListener>,
-    /// `None` for a [`Child::standalone`] context: no master.
+    /// `None` for a [`Worker::standalone`] context: no master.
     control: Option<Arc<Control>>,
     shutdown: Shutdown,
     shutdown_timeout: Duration,
     drain_grace: Duration,
     keepalive_timeout: Option<Duration>,
     heartbeat_interval: Duration,
+    /// `false` when the master needs no heartbeat (stats off and no watchdog).
+    beats: bool,
     counters: Counters,
     balance: crate::balance::Balance,
     #[cfg(feature = "tls")]
     tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
 }
 
-impl Child {
+impl Worker {
     /// How long a draining worker keeps an idle keep-alive connection open before it closes it
     /// ([`Prefork::drain_grace`](crate::Prefork::drain_grace), default 1 s).
     ///
@@ -130,6 +132,7 @@ impl Child {
 
     /// The worker's request and connection counters. Adapters count every request and open
     /// connection here; the master reads them from the heartbeats (stats, `max_requests`).
+    /// [`Counters::disabled`] when [`Prefork::stats`](crate::Prefork::stats) is off.
     pub fn counters(&self) -> Counters {
         self.counters.clone()
     }
@@ -139,8 +142,8 @@ impl Child {
     /// [`poll_admit`](crate::balance::Balance::poll_admit)) before each `accept`, so that a
     /// worker holding more than its share of the open connections leaves the shared queue to
     /// the others (see [`balance`](crate::balance)). The connections counted by
-    /// [`Child::counters`] are the ones balanced. Disabled (always admits) in `SO_REUSEPORT`
-    /// mode and in a [`Child::standalone`] context.
+    /// [`Worker::counters`] are the ones balanced. Disabled (always admits) in `SO_REUSEPORT`
+    /// mode and in a [`Worker::standalone`] context.
     pub fn balance(&self) -> crate::balance::Balance {
         self.balance.clone()
     }
@@ -152,7 +155,15 @@ impl Child {
     /// worker (a worker that never asks for its heartbeat is not watched, so a server written
     /// directly on [`Prefork::run`](crate::Prefork::run) without heartbeats is never killed for
     /// silence).
+    ///
+    /// When the master needs no heartbeat ([`Prefork::stats`](crate::Prefork::stats) off and
+    /// [`Prefork::worker_timeout`](crate::Prefork::worker_timeout) `None`), the heartbeat is
+    /// disabled ([`Heartbeat::is_enabled`]): it sends nothing and its interval is
+    /// [`IDLE_HEARTBEAT_INTERVAL`](crate::IDLE_HEARTBEAT_INTERVAL).
     pub fn heartbeat(&self) -> Heartbeat {
+        if !self.beats {
+            return Heartbeat::new(None, self.counters.clone(), IDLE_HEARTBEAT_INTERVAL);
+        }
         if let Some(c) = &self.control {
             if !c.watched.swap(true, Ordering::SeqCst) {
                 c.heartbeat(self.counters.requests(), self.counters.connections());
@@ -166,6 +177,12 @@ impl Child {
     }
 
     /// The worker id, `0..workers`, stable across respawns.
+    pub fn id(&self) -> usize {
+        self.worker_id
+    }
+
+    /// The former name of [`Worker::id`].
+    #[deprecated(since = "0.2.0", note = "renamed to `id`")]
     pub fn worker_id(&self) -> usize {
         self.worker_id
     }
@@ -182,7 +199,7 @@ impl Child {
     }
 
     /// The Unix domain socket listeners (`unix:/path` addresses), in the order they were
-    /// configured, each in non-blocking mode. [`Child::listeners`] holds the TCP ones.
+    /// configured, each in non-blocking mode. [`Worker::listeners`] holds the TCP ones.
     pub fn unix_listeners(&self) -> &[UnixListener] {
         &self.unix_listeners
     }
@@ -270,12 +287,12 @@ impl Child {
     /// (a `--no-prefork` baseline, a development mode), on listeners you bound (e.g. with
     /// [`bind`](crate::bind)), stopping when `shutdown` completes (e.g. [`Shutdown::on_signals`]).
     ///
-    /// The worker id is 0; [`Child::ready`] and heartbeats do nothing; the drain rule is the
-    /// same as in a worker, except that [`Child::drain_timeout`] is the whole shutdown timeout
+    /// The worker id is 0; [`Worker::ready`] and heartbeats do nothing; the drain rule is the
+    /// same as in a worker, except that [`Worker::drain_timeout`] is the whole shutdown timeout
     /// ([`DEFAULT_SHUTDOWN_TIMEOUT`](crate::DEFAULT_SHUTDOWN_TIMEOUT) unless set with
-    /// [`Child::with_shutdown_timeout`]), since no master will kill the process.
-    pub fn standalone(listeners: Vec<TcpListener>, shutdown: Shutdown) -> Child {
-        Child {
+    /// [`Worker::with_shutdown_timeout`]), since no master will kill the process.
+    pub fn standalone(listeners: Vec<TcpListener>, shutdown: Shutdown) -> Worker {
+        Worker {
             worker_id: 0,
             listeners,
             unix_listeners: Vec::new(),
@@ -285,6 +302,7 @@ impl Child {
             drain_grace: DEFAULT_DRAIN_GRACE,
             keepalive_timeout: Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            beats: true,
             counters: Counters::default(),
             balance: crate::balance::Balance::disabled(),
             #[cfg(feature = "tls")]
@@ -292,14 +310,14 @@ impl Child {
         }
     }
 
-    /// Replaces the shutdown timeout of a [`Child::standalone`] context (a worker's comes from
+    /// Replaces the shutdown timeout of a [`Worker::standalone`] context (a worker's comes from
     /// its master).
     pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
     }
 
-    /// Serves TLS with this configuration and handshake timeout in a [`Child::standalone`]
+    /// Serves TLS with this configuration and handshake timeout in a [`Worker::standalone`]
     /// context (a worker's comes from its master, loaded and validated there).
     #[cfg(feature = "tls")]
     pub fn with_tls(
@@ -311,7 +329,7 @@ impl Child {
         self
     }
 
-    /// Whether this context has a master (`false` for [`Child::standalone`]).
+    /// Whether this context has a master (`false` for [`Worker::standalone`]).
     pub fn has_master(&self) -> bool {
         self.control.is_some()
     }
@@ -319,19 +337,19 @@ impl Child {
 
 /// The drain budget for a given shutdown timeout: the timeout less a margin (a quarter of it, at
 /// most 1 s), so a process that drains for its whole budget still exits on its own before the
-/// master's SIGKILL. [`Child::drain_timeout`] applies it to the worker's timeout; adapters use it
+/// master's SIGKILL. [`Worker::drain_timeout`] applies it to the worker's timeout; adapters use it
 /// where they hold the timeout themselves.
 pub fn drain_timeout(shutdown_timeout: Duration) -> Duration {
     shutdown_timeout.saturating_sub((shutdown_timeout / 4).min(Duration::from_secs(1)))
 }
 
-/// The default [`Child::drain_grace`]: 1 s, long enough for a busy keep-alive client's next
+/// The default [`Worker::drain_grace`]: 1 s, long enough for a busy keep-alive client's next
 /// request to arrive and be answered with `Connection: close`.
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 fn env_var(name: &str) -> Result<String, Error> {
     std::env::var(name).map_err(|_| {
-        Error::NotAChild(format!(
+        Error::NotAWorker(format!(
             "{name} is missing: this process was not started by a prefork master \
              (unset {ENV_CHILD} to run it as the master)"
         ))
@@ -341,7 +359,7 @@ fn env_var(name: &str) -> Result<String, Error> {
 fn env_num<T: std::str::FromStr>(name: &str) -> Result<T, Error> {
     let v = env_var(name)?;
     v.parse().map_err(|_| {
-        Error::NotAChild(format!(
+        Error::NotAWorker(format!(
             "{name}={v:?} is not a number: this process was not started by a prefork master \
              (unset {ENV_CHILD} to run it as the master)"
         ))
@@ -349,7 +367,7 @@ fn env_num<T: std::str::FromStr>(name: &str) -> Result<T, Error> {
 }
 
 /// Settings the worker side takes from the builder.
-pub(crate) struct ChildConfig {
+pub(crate) struct WorkerConfig {
     pub(crate) network: Network,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) on_master_death: Option<MasterDeathHook>,
@@ -359,10 +377,10 @@ pub(crate) struct ChildConfig {
 
 /// Builds the worker's context from its environment and inherited descriptors, or explains why
 /// this process is not a proper worker. Nothing is served and nothing waits.
-pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
+pub(crate) fn from_env(cfg: WorkerConfig) -> Result<Worker, Error> {
     let protocol = env_var(ENV_PROTOCOL)?;
     if protocol != PROTOCOL_VERSION.to_string() {
-        return Err(Error::NotAChild(format!(
+        return Err(Error::NotAWorker(format!(
             "its master speaks prefork control protocol {:?} and this program speaks {PROTOCOL_VERSION}: \
              a reload cannot change the protocol; restart the master with this build",
             protocol
@@ -375,14 +393,14 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
     let n_listeners: u16 = env_num(ENV_LISTEN_FDS)?;
     let (control_fd, n_listeners) = (RawFd::from(control_fd), i32::from(n_listeners));
     if control_fd != FIRST_FD + n_listeners {
-        return Err(Error::NotAChild(format!(
+        return Err(Error::NotAWorker(format!(
             "{ENV_CONTROL_FD}={control_fd} does not follow the {n_listeners} listener(s) at fd {FIRST_FD}"
         )));
     }
     // The inherited descriptors are owned once per process: a second `Prefork::run` in a worker
     // would wrap them again and close them twice.
     if TAKEN.swap(true, Ordering::SeqCst) {
-        return Err(Error::NotAChild(
+        return Err(Error::NotAWorker(
             "the inherited descriptors were already taken by an earlier Prefork::run in this \
              process: run it once per worker"
                 .to_owned(),
@@ -412,6 +430,10 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         Some(d) => Some(d),
         None => Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
     };
+    // Stats off: nothing is counted; with no watchdog either, the master passes a heartbeat
+    // interval of 0 and the worker sends no heartbeat at all.
+    let stats = std::env::var(ENV_STATS).map_or(true, |v| v != "off");
+    let beats = stats || env_ms(ENV_HEARTBEAT_MS) != Some(Duration::ZERO);
     let heartbeat_interval = env_ms(ENV_HEARTBEAT_MS)
         .filter(|d| !d.is_zero())
         .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL);
@@ -424,12 +446,12 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         let what = format!("listener {i}");
         if listener::is_unix_socket(FIRST_FD + i) {
             let l = listener::inherit_unix_listener(FIRST_FD + i, &what)
-                .map_err(|m| fail(Error::NotAChild(m)))?;
+                .map_err(|m| fail(Error::NotAWorker(m)))?;
             unix_listeners.push(l);
             continue;
         }
         let l = listener::inherit_tcp_listener(FIRST_FD + i, &what)
-            .map_err(|m| fail(Error::NotAChild(m)))?;
+            .map_err(|m| fail(Error::NotAWorker(m)))?;
         listeners.push(l);
     }
     if let Ok(spec) = std::env::var(ENV_REUSEPORT) {
@@ -444,7 +466,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
                 None => (item, cfg.network),
             };
             let addr: SocketAddr = addr.parse().map_err(|_| {
-                fail(Error::NotAChild(format!(
+                fail(Error::NotAWorker(format!(
                     "{ENV_REUSEPORT} holds {item:?}, not an address"
                 )))
             })?;
@@ -456,7 +478,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         }
     }
     if listeners.is_empty() && unix_listeners.is_empty() {
-        return Err(fail(Error::NotAChild(
+        return Err(fail(Error::NotAWorker(
             "the master passed no listener".to_owned(),
         )));
     }
@@ -476,7 +498,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
     drop(from_master);
     #[cfg(feature = "tls")]
     let tls = match cfg_tls {
-        Some(t) => Some((t.load().map_err(fail)?, t.get_handshake_timeout())),
+        Some(t) => Some((t.load().map_err(fail)?, t.handshake_timeout_value())),
         None => None,
     };
 
@@ -489,7 +511,7 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
     )
     .map_err(fail)?;
 
-    Ok(Child {
+    Ok(Worker {
         worker_id,
         listeners,
         unix_listeners,
@@ -499,7 +521,8 @@ pub(crate) fn from_env(cfg: ChildConfig) -> Result<Child, Error> {
         drain_grace,
         keepalive_timeout,
         heartbeat_interval,
-        counters: Counters::with_balance(balance.clone()),
+        beats,
+        counters: Counters::with_balance(balance.clone(), stats),
         balance,
         #[cfg(feature = "tls")]
         tls,
@@ -570,7 +593,7 @@ fn take_balance_table(fd: RawFd) -> crate::balance::Balance {
 
 fn take_control_socket(fd: RawFd) -> Result<UnixStream, Error> {
     if !listener::fd_is_open(fd) {
-        return Err(Error::NotAChild(format!(
+        return Err(Error::NotAWorker(format!(
             "its control socket (fd {fd}) is not open: this process was not started by a prefork \
              master (unset {ENV_CHILD} to run it as the master)"
         )));
@@ -581,7 +604,7 @@ fn take_control_socket(fd: RawFd) -> Result<UnixStream, Error> {
     let is_unix_stream = sock.r#type().ok() == Some(socket2::Type::STREAM)
         && sock.local_addr().map(|a| a.is_unix()).unwrap_or(false);
     if !is_unix_stream {
-        return Err(Error::NotAChild(format!(
+        return Err(Error::NotAWorker(format!(
             "fd {fd} is not the control socket a prefork master passes (not a Unix stream \
              socket): this process was not started by a prefork master"
         )));
@@ -657,10 +680,10 @@ mod tests {
     fn a_standalone_context_serves_without_a_master() {
         let l = crate::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let c = Child::standalone(vec![l], Shutdown::new().unwrap())
+        let c = Worker::standalone(vec![l], Shutdown::new().unwrap())
             .with_shutdown_timeout(Duration::from_secs(7));
         assert!(!c.has_master());
-        assert_eq!(c.worker_id(), 0);
+        assert_eq!(c.id(), 0);
         assert_eq!(c.local_addrs(), vec![addr]);
         c.ready().unwrap();
         c.heartbeat().beat();

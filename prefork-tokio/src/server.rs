@@ -1,0 +1,276 @@
+//! The entry point: a [`Prefork`] plus the shape of each worker's tokio runtime.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use hyper::body::{Body, Incoming};
+use hyper::service::Service;
+use hyper::{Request, Response};
+use prefork_core::{Error, ListenAddr, Prefork};
+
+use crate::worker::Worker;
+use crate::BoxError;
+
+/// A prefork server whose workers each serve on their own tokio runtime.
+///
+/// The master never builds a runtime: it supervises with `prefork-core`'s blocking loop. Each
+/// worker, after it is started, builds one runtime (single-threaded by default, see
+/// [`Server::threads`]), turns its inherited listeners into [`tokio::net::TcpListener`]s and
+/// serves. Every process-model option (workers, reload, health, TLS, hooks) is on the
+/// [`Prefork`], reached with [`Server::prefork`].
+///
+/// ```no_run
+/// use std::convert::Infallible;
+/// use hyper::{body::Incoming, Request, Response};
+/// use hyper::service::service_fn;
+///
+/// fn main() -> Result<(), prefork_tokio::Error> {
+///     let service = service_fn(|_req: Request<Incoming>| async {
+///         Ok::<_, Infallible>(Response::new(String::from("Hello, World!")))
+///     });
+///     prefork_tokio::Server::new("127.0.0.1:8080")
+///         .prefork(|p| p.workers(2))
+///         .serve(service)
+/// }
+/// ```
+#[derive(Debug)]
+#[must_use = "a Server does nothing until `serve`, `serve_with` or `run` is called"]
+pub struct Server {
+    prefork: Prefork,
+    threads: usize,
+}
+
+/// The former name of [`Server`].
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed to `Server` (`Server::from_prefork(prefork)`)"
+)]
+pub type Builder = Server;
+
+impl Server {
+    /// A server listening on `addr` (`"0.0.0.0:8080"`, `"[::]:8080"`, `"localhost:3000"`, a
+    /// `SocketAddr`, `"unix:/run/app.sock"`; port 0 picks a free port shared by every worker),
+    /// with [`Prefork`]'s defaults.
+    pub fn new(addr: impl Into<ListenAddr>) -> Self {
+        Server::from_prefork(Prefork::new(addr))
+    }
+
+    /// A server with the process model configured in `prefork`.
+    pub fn from_prefork(prefork: Prefork) -> Self {
+        Server {
+            prefork,
+            threads: 1,
+        }
+    }
+
+    /// Changes the process-model configuration: `.prefork(|p| p.workers(4).reuseport(true))`.
+    pub fn prefork(mut self, configure: impl FnOnce(Prefork) -> Prefork) -> Self {
+        self.prefork = configure(self.prefork);
+        self
+    }
+
+    /// The former name of [`Server::prefork`].
+    #[deprecated(since = "0.2.0", note = "renamed to `prefork`")]
+    pub fn map_prefork(self, f: impl FnOnce(Prefork) -> Prefork) -> Self {
+        self.prefork(f)
+    }
+
+    /// Worker threads of each worker's runtime. Default: 1, a `current_thread` runtime (one
+    /// process per core is the point of prefork); more builds a multi-threaded runtime with
+    /// this many threads.
+    ///
+    /// `0` is refused by [`Server::run`] (in the master, before any worker starts).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// The low-level entry point: supervises in the master; in each worker, builds the runtime
+    /// and runs `main(worker)` on it, with the [`Worker`] context (tokio listeners, worker id,
+    /// shutdown future, ready report). Use it for any tokio server: raw TCP, tonic, a custom
+    /// accept loop, or async set-up before [`Worker::serve`].
+    ///
+    /// `main` must call [`Worker::ready`] once it accepts ([`Worker::serve`] does), and return
+    /// once [`Worker::shutdown`] has completed and its work is drained. An error returned
+    /// before `ready` reaches the master, which stops and returns it as
+    /// [`Error::WorkerStartup`] ("worker N (pid P) failed to start: ...").
+    ///
+    /// ```no_run
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// fn main() -> Result<(), prefork_tokio::Error> {
+    ///     prefork_tokio::Server::new("127.0.0.1:7000").run(|mut worker| async move {
+    ///         let listener = worker.take_listeners().remove(0);
+    ///         let mut shutdown = worker.shutdown();
+    ///         worker.ready()?;
+    ///         loop {
+    ///             tokio::select! {
+    ///                 _ = &mut shutdown => return Ok(()),
+    ///                 accepted = listener.accept() => {
+    ///                     let Ok((mut stream, _)) = accepted else { continue };
+    ///                     tokio::spawn(async move { let _ = stream.write_all(b"hi\n").await; });
+    ///                 }
+    ///             }
+    ///         }
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// Everything [`Prefork::run`] returns, and:
+    /// - called inside a tokio runtime (e.g. from `#[tokio::main]`): refused at once, in the
+    ///   master and in a worker alike, before anything is bound or started. Call it from a plain
+    ///   `fn main()`; do async set-up inside `main`, which runs in the worker's runtime.
+    /// - `threads(0)`.
+    /// - in a worker, the runtime cannot be built, or `main` fails.
+    pub fn run<F, Fut>(self, main: F) -> Result<(), Error>
+    where
+        F: FnOnce(Worker) -> Fut,
+        Fut: Future<Output = io::Result<()>>,
+    {
+        refuse_nested_runtime()?;
+        if self.threads == 0 {
+            return Err(Error::Config(
+                "threads per worker must be at least 1".into(),
+            ));
+        }
+        let threads = self.threads;
+        self.prefork.run(move |worker| {
+            let runtime = build_runtime(threads)?;
+            let result = runtime.block_on(async move { main(Worker::from_core(worker)?).await });
+            // Whatever is still running (connections past the drain budget, blocking
+            // tasks) is abandoned: the process is about to exit.
+            runtime.shutdown_background();
+            result
+        })
+    }
+
+    /// Serves `service` (cloned for each connection) with hyper-util's automatic connection
+    /// builder: HTTP/1.1 with keep-alive, h2c, and over TLS HTTP/2 or HTTP/1.1 by ALPN. See
+    /// [`Worker::serve`] for the accept loop and the graceful shutdown.
+    ///
+    /// # Errors
+    /// As [`Server::run`].
+    pub fn serve<S, B>(self, service: S) -> Result<(), Error>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        self.run(move |worker| worker.serve(move |_: SocketAddr| service.clone()))
+    }
+
+    /// Builds the service in each worker with `factory` (async, once per worker, inside the
+    /// worker's runtime, never in the master: open pools and clients there), then serves it as
+    /// [`Server::serve`] does.
+    ///
+    /// ```no_run
+    /// use std::convert::Infallible;
+    /// use hyper::{body::Incoming, service::service_fn, Request, Response};
+    ///
+    /// fn main() -> Result<(), prefork_tokio::Error> {
+    ///     prefork_tokio::Server::new("127.0.0.1:8080").serve_with(async |worker| {
+    ///         let id = worker.id(); // per-worker state is built here
+    ///         Ok(service_fn(move |_: Request<Incoming>| async move {
+    ///             Ok::<_, Infallible>(Response::new(format!("worker {id}")))
+    ///         }))
+    ///     })
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Server::run`]; a factory error in a starting worker stops the server with that
+    /// message ([`Error::WorkerStartup`]), with no restart loop.
+    pub fn serve_with<F, S, B>(self, factory: F) -> Result<(), Error>
+    where
+        F: AsyncFnOnce(&Worker) -> Result<S, BoxError>,
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        self.run(move |worker| async move {
+            let service = factory(&worker).await.map_err(factory_error)?;
+            worker.serve(move |_: SocketAddr| service.clone()).await
+        })
+    }
+}
+
+/// A factory's error as the `io::Error` a worker's start-up reports to its master.
+pub(crate) fn factory_error(e: BoxError) -> io::Error {
+    match e.downcast::<io::Error>() {
+        Ok(io) => *io,
+        Err(other) => io::Error::other(other),
+    }
+}
+
+/// Fails if the calling thread is inside a tokio runtime: building the worker's runtime there
+/// would panic, and the master must not run one at all.
+pub(crate) fn refuse_nested_runtime() -> Result<(), Error> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::Config(
+            "prefork must be started from a plain `fn main()`, not inside a tokio runtime \
+             (e.g. `#[tokio::main]`): the master runs no runtime and each worker builds its own; \
+             remove `#[tokio::main]` and do async set-up in the worker (the factory or `run` \
+             closure runs inside the worker's runtime)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn build_runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder.enable_all().build().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("building the worker's tokio runtime: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> Server {
+        Server::new("127.0.0.1:0").prefork(|p| p.workers(1))
+    }
+
+    #[test]
+    fn zero_threads_is_refused_before_anything_starts() {
+        let err = builder()
+            .threads(0)
+            .run(|_| async { unreachable!("nothing is served") })
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        assert!(err
+            .to_string()
+            .contains("threads per worker must be at least 1"));
+    }
+
+    #[test]
+    fn inside_a_runtime_is_refused_with_the_fix() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let err = runtime
+            .block_on(async { builder().run(|_| async { unreachable!("nothing is served") }) })
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("not inside a tokio runtime"), "{msg}");
+        assert!(msg.contains("plain `fn main()`"), "{msg}");
+    }
+}

@@ -303,7 +303,7 @@ impl Prefork {
     /// ([`MasterHandle::stats`](crate::MasterHandle::stats), the control socket) and
     /// [`Prefork::max_requests`]. Default: on.
     ///
-    /// Off, every worker's [`Child::counters`] are [`Counters::disabled`](crate::Counters::disabled)
+    /// Off, every worker's [`Worker::counters`](crate::Worker::counters) are [`Counters::disabled`](crate::Counters::disabled)
     /// (counting is a predictable branch that does nothing), the master's stats show zero
     /// requests and connections, and, if [`Prefork::worker_timeout`] is `None` too, workers send
     /// no heartbeat at all: for servers that want no per-request bookkeeping beyond their own.

@@ -24,7 +24,7 @@
 //! |---|---|
 //! | serve an app on an address | [`serve(service, addr)`](serve), [`serve_tls(service, addr, files)`](serve_tls) |
 //! | build the app in each worker | [`serve_with(factory, addr)`](serve_with); the factory is `async \|worker: &Worker\| -> Result<S, BoxError>` |
-//! | every option | [`Server`]: `Server::new(addr)` or `Server::from_prefork(p)`, then `.prefork(\|p\| ..)` for the process model ([`Prefork`](prefork_core::Prefork)) and `.threads(n)` for the executor |
+//! | every option | [`Server`]: `Server::new(addr)` or `Server::from_prefork(p)`, then `.prefork(\|p\| ..)` for the process model ([`Prefork`]) and `.threads(n)` for the executor |
 //! | a worker's context | [`Worker`]: `id()`, listeners, `shutdown()`, `ready()`, `drain()`, `spawn()` |
 //! | any async server, not only HTTP | [`Server::run`] with an `async` closure taking the [`Worker`] |
 //! | one process, no master | [`Standalone`] (same `serve`, `serve_with`, `run`) |

@@ -171,7 +171,7 @@ impl Heartbeat {
     }
 
     /// Whether [`Heartbeat::beat`] sends anything: `false` without a master
-    /// ([`Child::standalone`](crate::Child::standalone)) and when the master needs no heartbeat
+    /// ([`Worker::standalone`](crate::Worker::standalone)) and when the master needs no heartbeat
     /// ([`Prefork::stats`](crate::Prefork::stats) off and
     /// [`Prefork::worker_timeout`](crate::Prefork::worker_timeout) `None`). A server may then
     /// skip its heartbeat task altogether.

@@ -4,6 +4,7 @@
 //! - `certs`: a throwaway CA and a `localhost`/`127.0.0.1` certificate in `certs/`.
 //! - `bench`: load benchmarks of the example servers against peers, in interleaved rounds, and
 //!   process-model costs.
+//! - `connmem`: memory (PSS) of the server tree per idle keep-alive connection.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,6 +36,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Fault scenarios under load, counted: what each promise loses (target/chaos/).
     Chaos(chaos::ChaosArgs),
+    /// Memory (PSS) of the server tree per idle keep-alive connection, at fixed counts.
+    Connmem(bench::connmem::ConnmemArgs),
 }
 
 fn main() -> Result<()> {
@@ -46,6 +49,7 @@ fn main() -> Result<()> {
         Cmd::Certs { out } => certs(&project_root().join(out)),
         Cmd::Bench(args) => bench::run(args),
         Cmd::Chaos(args) => chaos::run(args),
+        Cmd::Connmem(args) => bench::connmem::run(args),
     }
 }
 

@@ -10,6 +10,7 @@
 //! - `procfs`: memory and CPU of process trees
 //! - `process`: start-up, respawn, stop and idle memory of ours
 //! - `workers`: how a run's requests spread over our workers (the master's control socket)
+//! - `connmem`: memory per idle keep-alive connection (`cargo xtask connmem`)
 //! - `report` and `chart`: medians, spreads, per-round ratios; Markdown, JSON, SVG
 
 use std::fmt::Write as _;
@@ -21,6 +22,7 @@ use serde_json::json;
 use crate::{cargo, project_root};
 
 mod chart;
+pub(crate) mod connmem;
 mod load;
 mod process;
 pub(crate) mod procfs;

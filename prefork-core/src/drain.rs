@@ -18,7 +18,7 @@
 //! with the runtime's own timer.
 
 use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -247,86 +247,130 @@ impl DrainConn {
     ///
     /// `sleep` is the runtime's timer. The caller bounds the whole drain (the worker stops
     /// waiting after its drain timeout).
-    pub async fn drive<C, T>(
-        &self,
-        conn: C,
-        mut sleep: impl FnMut(Duration) -> T,
-        mut graceful: impl FnMut(Pin<&mut C>),
-    ) -> C::Output
+    ///
+    /// The returned future holds `conn` in place (one copy, never moved again) beside a few
+    /// words of its own: it adds nothing to a connection's memory but a clone of this
+    /// `DrainConn`, a [`Shutdown`] waiter and, once the connection has been polled, one boxed
+    /// timer.
+    pub fn drive<C, S, G, T>(&self, conn: C, sleep: S, graceful: G) -> Drive<C, S, G, T>
     where
         C: Future,
+        S: FnMut(Duration) -> T,
+        G: FnMut(Pin<&mut C>),
         T: Future<Output = ()>,
     {
-        enum Phase<T> {
-            Serving { idle: Option<(u64, Pin<Box<T>>)> },
-            Grace { seen: u64, timer: Pin<Box<T>> },
-            Closing,
+        Drive {
+            conn,
+            dc: self.clone(),
+            sleep,
+            graceful,
+            shutdown: self.inner.drain.shutdown(),
+            phase: Phase::Serving { idle: None },
         }
-        let mut conn = pin!(conn);
-        let mut shutdown = self.inner.drain.shutdown();
-        let mut phase = Phase::Serving { idle: None };
-        let idle_timeout = self.inner.drain.inner.idle_timeout;
-        poll_fn(|cx| {
-            if let Poll::Ready(out) = conn.as_mut().poll(cx) {
-                return Poll::Ready(out);
-            }
-            loop {
-                match &mut phase {
-                    Phase::Serving { idle } => {
-                        if !self.inner.drain.is_draining()
-                            && Pin::new(&mut shutdown).poll(cx).is_pending()
-                        {
-                            let Some(timeout) = idle_timeout else {
-                                return Poll::Pending;
-                            };
-                            // The idle keep-alive timeout: one timer per period, checked
-                            // lazily (nothing is reset per request).
-                            let (seen, timer) = idle
-                                .get_or_insert_with(|| (self.activity(), Box::pin(sleep(timeout))));
-                            if timer.as_mut().poll(cx).is_pending() {
-                                return Poll::Pending;
-                            }
-                            let now = self.activity();
-                            if self.in_flight() == 0 && now == *seen {
-                                graceful(conn.as_mut());
-                                phase = Phase::Closing;
-                            } else {
-                                *idle = Some((now, Box::pin(sleep(timeout))));
-                            }
-                            continue;
-                        }
-                        self.inner.drain.start();
-                        if self.inner.http2.load(Ordering::Relaxed) {
-                            graceful(conn.as_mut());
-                            phase = Phase::Closing;
-                        } else {
-                            phase = Phase::Grace {
-                                seen: self.activity(),
-                                timer: Box::pin(sleep(self.inner.drain.grace())),
-                            };
-                        }
-                    }
-                    Phase::Grace { seen, timer } => {
+    }
+}
+
+/// Where a driven connection is in the drain.
+enum Phase<T> {
+    /// Not draining; `idle` is the keep-alive timer and the activity seen when it was set.
+    Serving { idle: Option<(u64, Pin<Box<T>>)> },
+    /// Draining, HTTP/1: waiting for a whole quiet grace.
+    Grace { seen: u64, timer: Pin<Box<T>> },
+    /// `graceful` was called: the connection ends on its own.
+    Closing,
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`DrainConn::drive`]: the connection's output once it has ended.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Drive<C, S, G, T> {
+        #[pin]
+        conn: C,
+        dc: DrainConn,
+        sleep: S,
+        graceful: G,
+        shutdown: Shutdown,
+        phase: Phase<T>,
+    }
+}
+
+impl<C, S, G, T> std::fmt::Debug for Drive<C, S, G, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Drive").field("conn", &self.dc).finish_non_exhaustive()
+    }
+}
+
+impl<C, S, G, T> Future for Drive<C, S, G, T>
+where
+    C: Future,
+    S: FnMut(Duration) -> T,
+    G: FnMut(Pin<&mut C>),
+    T: Future<Output = ()>,
+{
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<C::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.conn.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        let dc = &*this.dc;
+        let drain = &dc.inner.drain;
+        loop {
+            match this.phase {
+                Phase::Serving { idle } => {
+                    if !drain.is_draining() && Pin::new(&mut *this.shutdown).poll(cx).is_pending()
+                    {
+                        let Some(timeout) = drain.inner.idle_timeout else {
+                            return Poll::Pending;
+                        };
+                        // The idle keep-alive timeout: one timer per period, checked lazily
+                        // (nothing is reset per request).
+                        let sleep = &mut *this.sleep;
+                        let (seen, timer) =
+                            idle.get_or_insert_with(|| (dc.activity(), Box::pin(sleep(timeout))));
                         if timer.as_mut().poll(cx).is_pending() {
                             return Poll::Pending;
                         }
-                        let now = self.activity();
-                        if self.in_flight() == 0 && now == *seen {
-                            graceful(conn.as_mut());
-                            phase = Phase::Closing;
+                        let now = dc.activity();
+                        if dc.in_flight() == 0 && now == *seen {
+                            (this.graceful)(this.conn.as_mut());
+                            *this.phase = Phase::Closing;
                         } else {
-                            *seen = now;
-                            *timer = Box::pin(sleep(self.inner.drain.grace()));
+                            *idle = Some((now, Box::pin((this.sleep)(timeout))));
                         }
+                        continue;
                     }
-                    Phase::Closing => {
-                        // `graceful` may have made the connection ready to end: poll it again.
-                        return conn.as_mut().poll(cx);
+                    drain.start();
+                    if dc.inner.http2.load(Ordering::Relaxed) {
+                        (this.graceful)(this.conn.as_mut());
+                        *this.phase = Phase::Closing;
+                    } else {
+                        *this.phase = Phase::Grace {
+                            seen: dc.activity(),
+                            timer: Box::pin((this.sleep)(drain.grace())),
+                        };
                     }
                 }
+                Phase::Grace { seen, timer } => {
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let now = dc.activity();
+                    if dc.in_flight() == 0 && now == *seen {
+                        (this.graceful)(this.conn.as_mut());
+                        *this.phase = Phase::Closing;
+                    } else {
+                        *seen = now;
+                        *timer = Box::pin((this.sleep)(drain.grace()));
+                    }
+                }
+                Phase::Closing => {
+                    // `graceful` may have made the connection ready to end: poll it again.
+                    return this.conn.as_mut().poll(cx);
+                }
             }
-        })
-        .await
+        }
     }
 }
 

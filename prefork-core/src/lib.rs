@@ -130,7 +130,7 @@ pub use worker::{drain_timeout, Worker, DEFAULT_DRAIN_GRACE};
 /// The former name of [`Worker`] (which no longer collides with [`std::process::Child`]).
 #[deprecated(since = "0.2.0", note = "renamed to `Worker`")]
 pub type Child = Worker;
-pub use drain::{Drain, DrainConn, DEFAULT_KEEPALIVE_TIMEOUT};
+pub use drain::{Drain, DrainConn, Drive, DEFAULT_KEEPALIVE_TIMEOUT};
 pub use error::{BoxError, Error};
 pub use handle::{MasterHandle, Stats, WorkerStats};
 pub use health::{

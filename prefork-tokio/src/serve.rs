@@ -255,26 +255,33 @@ fn spawn_connection<I, S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &shared.tls {
+    #[cfg(feature = "tls")]
+    if shared.tls.is_some() {
+        // The handshake in a task of its own, then the connection in another one sized for it
+        // alone (a task keeps the room of its largest state for its whole life).
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let Some(tls) = &shared.tls else { return };
             if let Some(stream) = tls.handshake(stream, peer).await {
-                serve_connection(&shared.http, stream, peer, service, conn).await;
+                tokio::spawn(serve_connection(&shared.http, stream, peer, service, conn));
             }
-            return;
-        }
-        serve_connection(&shared.http, stream, peer, service, conn).await;
-    });
+        });
+        return;
+    }
+    tokio::spawn(serve_connection(&shared.http, stream, peer, service, conn));
 }
 
-async fn serve_connection<I, S, B>(
+/// One connection served to its end through the drain: the hyper connection, held once and in
+/// place (no `async` block around it, which would keep a second copy of it), and the peer
+/// address for the log line.
+fn serve_connection<I, S, B>(
     http: &auto::Builder<TokioExecutor>,
     io: I,
     peer: SocketAddr,
     service: S,
     conn: DrainConn,
-) where
+) -> Connection<impl Future<Output = Result<(), BoxError>> + Send + 'static>
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
@@ -288,12 +295,36 @@ async fn serve_connection<I, S, B>(
         conn: conn.clone(),
     };
     let service = Counted::new(service, &conn);
-    let hyper_conn = http.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let result = conn
-        .drive(hyper_conn, tokio::time::sleep, |c| c.graceful_shutdown())
-        .await;
-    if let Err(e) = result {
-        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    // Owned: the connection keeps a clone of the builder until it knows the protocol (a few
+    // reference counts), and borrows nothing from the accept loop.
+    let hyper_conn = http
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    Connection {
+        driven: conn.drive(hyper_conn, tokio::time::sleep, |c| c.graceful_shutdown()),
+        peer,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of one connection's task.
+    struct Connection<F> {
+        #[pin]
+        driven: F,
+        peer: SocketAddr,
+    }
+}
+
+impl<F: Future<Output = Result<(), BoxError>>> Future for Connection<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        this.driven.poll(cx).map(|result| {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, peer = %this.peer, "connection ended with an error");
+            }
+        })
     }
 }
 
@@ -346,5 +377,49 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(l: &std::net::TcpListener) -> TcpStream {
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        c.set_nonblocking(true).unwrap();
+        TcpStream::from_std(c).unwrap()
+    }
+
+    /// A connection's task holds the hyper connection once: no copy of it left behind in an
+    /// `async` block, no room for TLS in a plain connection (each idle connection pays for
+    /// every byte of its task).
+    #[tokio::test]
+    async fn the_task_of_a_connection_is_the_hyper_connection_and_a_few_words() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let svc = hyper::service::service_fn(|_| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        });
+        let drain = prefork_core::Drain::new(
+            prefork_core::Shutdown::new().unwrap(),
+            Default::default(),
+            Duration::from_secs(1),
+        );
+        let http = crate::http_builder();
+        let conn = drain.connection();
+        let io = Tracked {
+            io: stream(&l),
+            conn: conn.clone(),
+        };
+        let hyper_conn = http
+            .serve_connection_with_upgrades(TokioIo::new(io), Counted::new(svc, &conn))
+            .into_owned();
+        let alone = std::mem::size_of_val(&hyper_conn);
+        drop(hyper_conn);
+        let task = serve_connection(&http, stream(&l), UNIX_PEER, svc, conn);
+        let size = std::mem::size_of_val(&task);
+        assert!(
+            size <= alone + 128,
+            "task {size} bytes, the hyper connection alone {alone}"
+        );
     }
 }

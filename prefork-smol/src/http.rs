@@ -1,6 +1,7 @@
 //! The minimal HTTP server: hyper over smol (glue from `smol-hyper`), keep-alive, graceful
 //! shutdown, and TLS with HTTP/2 by ALPN.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,7 +12,7 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use prefork_core::service::Counted;
 use prefork_core::{Drain, DrainConn, Shutdown};
-use smol_hyper::rt::{FuturesIo, SmolTimer};
+use smol_hyper::rt::SmolTimer;
 
 use crate::accept::{accept_loop, Socket};
 use crate::runtime::SharedExecutor;
@@ -85,8 +86,7 @@ where
             ctx.balance(),
             move |stream, peer| {
                 let conn = shared.drain.connection();
-                ex.spawn(connection(stream, peer, shared.clone(), conn))
-                    .detach();
+                spawn_connection(&ex, stream, peer, &shared, conn);
             },
         )));
     }
@@ -100,8 +100,7 @@ where
             ctx.balance(),
             move |stream, peer| {
                 let conn = shared.drain.connection();
-                ex.spawn(connection(stream, peer, shared.clone(), conn))
-                    .detach();
+                spawn_connection(&ex, stream, peer, &shared, conn);
             },
         )));
     }
@@ -151,8 +150,18 @@ where
 
 /// One accepted connection: TLS handshake (bounded) if configured, then HTTP until the client
 /// closes, or the worker stops and the connection has nothing in flight.
-async fn connection<I, S, B>(stream: I, peer: SocketAddr, shared: Shared<S>, conn: DrainConn)
-where
+///
+/// A plain connection's task is the hyper connection itself and a few words ([`serve_h1`] is no
+/// `async fn`, whose arguments would stay in the task beside the connection they were moved
+/// into); a TLS connection's handshake runs in a task of its own, which then spawns the
+/// connection's, so that neither keeps the room of the other for the connection's whole life.
+fn spawn_connection<I, S, B>(
+    ex: &SharedExecutor,
+    stream: I,
+    peer: SocketAddr,
+    shared: &Shared<S>,
+    conn: DrainConn,
+) where
     I: futures_io::AsyncRead + futures_io::AsyncWrite + Socket + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
     S::Future: Send + 'static,
@@ -162,33 +171,44 @@ where
     B::Error: Into<BoxError>,
 {
     #[cfg(feature = "tls")]
-    if let Some((acceptor, timeout)) = &shared.tls {
-        let Some(tls) =
-            crate::tls::handshake(acceptor, stream, *timeout, &shared.shutdown, peer).await
-        else {
-            return;
-        };
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-        let io = FuturesIo::new(Tracked::new(tls, &conn));
-        let result = if h2 {
-            serve_h2(io, &shared, conn).await
-        } else {
-            serve_h1(io, &shared, conn).await
-        };
-        log_result(result, peer);
+    if shared.tls.is_some() {
+        let shared = shared.clone();
+        ex.spawn(async move {
+            let Some((acceptor, timeout)) = &shared.tls else {
+                return;
+            };
+            let Some(tls) =
+                crate::tls::handshake(acceptor, stream, *timeout, &shared.shutdown, peer).await
+            else {
+                return;
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = Tracked::new(tls, &conn);
+            if h2 {
+                shared
+                    .executor
+                    .spawn(serve_h2(io, &shared, conn, peer))
+                    .detach();
+            } else {
+                shared
+                    .executor
+                    .spawn(serve_h1(io, &shared, conn, peer))
+                    .detach();
+            }
+        })
+        .detach();
         return;
     }
-    let io = FuturesIo::new(Tracked::new(stream, &conn));
-    log_result(serve_h1(io, &shared, conn).await, peer);
+    let io = Tracked::new(stream, &conn);
+    ex.spawn(serve_h1(io, shared, conn, peer)).detach();
 }
 
-fn log_result(result: Result<(), hyper::Error>, peer: SocketAddr) {
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
-}
-
-async fn serve_h1<I, S, B>(io: I, shared: &Shared<S>, conn: DrainConn) -> Result<(), hyper::Error>
+fn serve_h1<I, S, B>(
+    io: I,
+    shared: &Shared<S>,
+    conn: DrainConn,
+    peer: SocketAddr,
+) -> Logged<impl Future<Output = Result<(), hyper::Error>> + Send + 'static>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
@@ -202,12 +222,19 @@ where
     let hyper_conn = hyper::server::conn::http1::Builder::new()
         .timer(SmolTimer::new())
         .serve_connection(io, service);
-    conn.drive(hyper_conn, sleep, |c| c.graceful_shutdown())
-        .await
+    Logged {
+        driven: conn.drive(hyper_conn, sleep, |c| c.graceful_shutdown()),
+        peer,
+    }
 }
 
 #[cfg(feature = "tls")]
-async fn serve_h2<I, S, B>(io: I, shared: &Shared<S>, conn: DrainConn) -> Result<(), hyper::Error>
+fn serve_h2<I, S, B>(
+    io: I,
+    shared: &Shared<S>,
+    conn: DrainConn,
+    peer: SocketAddr,
+) -> Logged<impl Future<Output = Result<(), hyper::Error>> + Send + 'static>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
@@ -222,8 +249,33 @@ where
     let hyper_conn = hyper::server::conn::http2::Builder::new(exec)
         .timer(SmolTimer::new())
         .serve_connection(io, service);
-    conn.drive(hyper_conn, sleep, |c| c.graceful_shutdown())
-        .await
+    Logged {
+        driven: conn.drive(hyper_conn, sleep, |c| c.graceful_shutdown()),
+        peer,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of one connection's task: the driven hyper connection, and the peer address
+    /// for the line logged if it ends with an error.
+    struct Logged<F> {
+        #[pin]
+        driven: F,
+        peer: SocketAddr,
+    }
+}
+
+impl<F: Future<Output = Result<(), hyper::Error>>> Future for Logged<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let this = self.project();
+        this.driven.poll(cx).map(|result| {
+            if let Err(e) = result {
+                tracing::debug!(peer = %this.peer, error = %e, "connection ended with an error");
+            }
+        })
+    }
 }
 
 /// The runtime's timer for [`DrainConn::drive`].
@@ -231,8 +283,15 @@ async fn sleep(d: std::time::Duration) {
     async_io::Timer::after(d).await;
 }
 
-/// The connection's I/O: every read that returns data is activity (a client that has started
-/// sending is never cut off by the drain).
+/// The connection's I/O, as hyper reads and writes it: every read that returns data is activity
+/// (a client that has started sending is never cut off by the drain).
+///
+/// Reads go through a scratch buffer of the thread's, then into hyper's buffer
+/// ([`ReadBufCursor::put_slice`](hyper::rt::ReadBufCursor::put_slice)): `futures_io` reads into
+/// initialized memory only, and the usual glue (`smol_hyper::rt::FuturesIo`) zeroes hyper's
+/// whole unfilled buffer (8 KiB) on every poll, pending ones included. That costs a `memset` per
+/// read and makes every page of every idle connection's read buffer resident; copying the bytes
+/// that came costs one `memcpy` of those bytes only.
 struct Tracked<I> {
     io: I,
     conn: DrainConn,
@@ -247,21 +306,42 @@ impl<I> Tracked<I> {
     }
 }
 
-impl<I: futures_io::AsyncRead + Unpin> futures_io::AsyncRead for Tracked<I> {
+/// The most one read takes from the socket (hyper asks for 8 KiB at first, more for large
+/// bodies).
+const SCRATCH_LEN: usize = 16 * 1024;
+
+thread_local! {
+    /// Initialized once per thread that runs connections.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
+}
+
+impl<I: futures_io::AsyncRead + Unpin> hyper::rt::Read for Tracked<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-        buf: &mut [u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.conn.on_read();
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let want = buf.remaining().min(SCRATCH_LEN);
+        if want == 0 {
+            return std::task::Poll::Ready(Ok(()));
         }
-        r
+        SCRATCH.with(|scratch| {
+            // Not re-entered: the inner read does not call back into hyper.
+            let mut scratch = scratch.borrow_mut();
+            let r = Pin::new(&mut self.io).poll_read(cx, &mut scratch[..want]);
+            if let std::task::Poll::Ready(Ok(n)) = r {
+                buf.put_slice(&scratch[..n]);
+                if n > 0 {
+                    self.conn.on_read();
+                }
+            }
+            r.map_ok(|_| ())
+        })
     }
 }
 
-impl<I: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Tracked<I> {
+impl<I: futures_io::AsyncWrite + Unpin> hyper::rt::Write for Tracked<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -285,7 +365,7 @@ impl<I: futures_io::AsyncWrite + Unpin> futures_io::AsyncWrite for Tracked<I> {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    fn poll_close(
+    fn poll_shutdown(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {

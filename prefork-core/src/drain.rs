@@ -48,6 +48,8 @@ struct Inner {
     idle_timeout: Option<Duration>,
     /// The task waiting in [`Drain::closed`].
     waiter: Mutex<Option<Waker>>,
+    /// Open connections' peak: memory goes back to the system after a wave.
+    peak: crate::memory::Peak,
 }
 
 impl Drain {
@@ -64,6 +66,7 @@ impl Drain {
                 grace,
                 idle_timeout: Some(DEFAULT_KEEPALIVE_TIMEOUT),
                 waiter: Mutex::new(None),
+                peak: Default::default(),
             }),
         }
     }
@@ -129,7 +132,8 @@ impl Drain {
     /// A new connection: counted as open (in the drain and the counters) until the last clone
     /// of the returned [`DrainConn`] is dropped.
     pub fn connection(&self) -> DrainConn {
-        self.inner.open.fetch_add(1, Ordering::AcqRel);
+        let open = self.inner.open.fetch_add(1, Ordering::AcqRel) + 1;
+        self.inner.peak.opened(open);
         DrainConn {
             inner: Arc::new(ConnInner {
                 drain: self.clone(),
@@ -158,7 +162,9 @@ impl Drain {
     }
 
     fn closed_one(&self) {
-        if self.inner.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let open = self.inner.open.fetch_sub(1, Ordering::AcqRel) - 1;
+        self.inner.peak.closed(open);
+        if open == 0 {
             if let Some(w) = self
                 .inner
                 .waiter
@@ -296,7 +302,9 @@ pin_project_lite::pin_project! {
 
 impl<C, S, G, T> std::fmt::Debug for Drive<C, S, G, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Drive").field("conn", &self.dc).finish_non_exhaustive()
+        f.debug_struct("Drive")
+            .field("conn", &self.dc)
+            .finish_non_exhaustive()
     }
 }
 
@@ -319,8 +327,7 @@ where
         loop {
             match this.phase {
                 Phase::Serving { idle } => {
-                    if !drain.is_draining() && Pin::new(&mut *this.shutdown).poll(cx).is_pending()
-                    {
+                    if !drain.is_draining() && Pin::new(&mut *this.shutdown).poll(cx).is_pending() {
                         let Some(timeout) = drain.inner.idle_timeout else {
                             return Poll::Pending;
                         };

@@ -107,6 +107,7 @@ mod error;
 mod handle;
 mod health;
 mod listener;
+pub mod memory;
 mod policy;
 mod privilege;
 mod role;

@@ -84,7 +84,9 @@ fn open_one(addr: SocketAddr, buf: &mut [u8]) -> TcpStream {
 
 /// Heap bytes the server keeps per idle keep-alive connection with `http`, and the live
 /// allocations per connection by size.
-fn per_connection(http: prefork_tokio::HttpBuilder<hyper_util::rt::TokioExecutor>) -> (f64, Vec<(usize, f64)>) {
+fn per_connection(
+    http: prefork_tokio::HttpBuilder<hyper_util::rt::TokioExecutor>,
+) -> (f64, Vec<(usize, f64)>) {
     const N: usize = 200;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -147,9 +149,17 @@ fn heap_per_idle_keepalive_connection() {
     let default = per_connection(prefork_tokio::http_builder());
     report("http_builder()", &default);
     let mut http = prefork_tokio::http_builder();
-    http.http1().max_buf_size(8192);
-    report("max_buf_size(8192)", &per_connection(http));
-    let mut http = prefork_tokio::http_builder();
-    http.http1().writev(false);
-    report("writev(false)", &per_connection(http));
+    http.http1().max_buf_size(64 * 1024);
+    let large_heads = per_connection(http);
+    report("max_buf_size(64 KiB)", &large_heads);
+    // The task (about 1.6 KiB), hyper's read and write buffers (8 KiB each), a few hundred bytes
+    // of small parts; before issue 15 it was about 34 KiB (a task of 8 KiB, a read buffer of
+    // 16 KiB).
+    assert!(
+        default.0 < 21.0 * 1024.0,
+        "{:.0} heap bytes per idle connection",
+        default.0
+    );
+    // A larger head limit doubles the read buffer (hyper-util's version detection).
+    assert!(large_heads.0 > default.0 + 4096.0);
 }

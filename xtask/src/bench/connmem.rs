@@ -155,12 +155,12 @@ pub(crate) fn run(args: ConnmemArgs) -> Result<()> {
             summary.push((name.clone(), per));
         }
     }
-    println!("\nKiB of PSS per idle keep-alive connection ({} workers):", args.workers);
+    println!(
+        "\nKiB of PSS per idle keep-alive connection ({} workers):",
+        args.workers
+    );
     for (name, per) in summary {
-        let cols: Vec<String> = per
-            .iter()
-            .map(|(n, k)| format!("{n}: {k:.1}"))
-            .collect();
+        let cols: Vec<String> = per.iter().map(|(n, k)| format!("{n}: {k:.1}")).collect();
         println!("  {name:<18} {}", cols.join("  "));
     }
     Ok(())
@@ -182,9 +182,7 @@ fn measure(srv: &mut Started, port: u16, args: &ConnmemArgs) -> Result<Vec<(usiz
     let mut per = Vec::new();
     for &n in &args.conns {
         while conns.len() < n {
-            conns.push(
-                open_one(addr).with_context(|| format!("connection {}", conns.len() + 1))?,
-            );
+            conns.push(open_one(addr).with_context(|| format!("connection {}", conns.len() + 1))?);
         }
         std::thread::sleep(Duration::from_millis(args.settle_ms));
         let at = read_tree(root);

@@ -38,6 +38,7 @@ use prefork_tokio::Worker;
 #[must_use = "a Server does nothing until `serve` or `serve_with` is called"]
 pub struct Server {
     inner: prefork_tokio::Server,
+    max_request_head: usize,
 }
 
 /// The former name of [`Server`].
@@ -55,6 +56,7 @@ impl Server {
     pub fn from_prefork(prefork: Prefork) -> Self {
         Server {
             inner: prefork_tokio::Server::from_prefork(prefork),
+            max_request_head: prefork_tokio::DEFAULT_MAX_BUF_SIZE,
         }
     }
 
@@ -252,9 +254,10 @@ impl Server {
     where
         F: AsyncFnOnce(&Worker) -> Result<Router, BoxError>,
     {
+        let head = self.max_request_head;
         self.inner.run(move |worker| async move {
             let app = factory(&worker).await.map_err(crate::factory_error)?;
-            crate::serve_worker(worker, app).await
+            crate::service::serve_worker_with(worker, app, head).await
         })
     }
 }

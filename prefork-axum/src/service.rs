@@ -45,7 +45,18 @@ impl hyper::service::Service<Request<Incoming>> for AppService {
 /// # Errors
 /// As [`Worker::serve`]: only when reporting ready fails.
 pub async fn serve_worker(worker: Worker, app: Router) -> io::Result<()> {
+    serve_worker_with(worker, app, prefork_tokio::DEFAULT_MAX_BUF_SIZE).await
+}
+
+/// [`serve_worker`] with a request-head limit (see [`Server::max_request_head`](crate::Server::max_request_head)).
+pub(crate) async fn serve_worker_with(
+    worker: Worker,
+    app: Router,
+    max_request_head: usize,
+) -> io::Result<()> {
     let mut http = prefork_tokio::http_builder();
+    http.http1()
+        .max_buf_size(max_request_head.max(prefork_tokio::DEFAULT_MAX_BUF_SIZE));
     http.http2().enable_connect_protocol();
     worker
         .serve_with(http, move |peer| AppService {

@@ -90,7 +90,7 @@
 //!
 //! | part | size | what sets it |
 //! |---|---|---|
-//! | hyper's read buffer | 8 KiB (16 KiB above an 8 KiB head limit) | [`DEFAULT_MAX_BUF_SIZE`], `http1().max_buf_size(n)` |
+//! | hyper's read buffer | 8 KiB (16 KiB above an 8 KiB head limit) | [`DEFAULT_MAX_BUF_SIZE`], [`Server::max_request_head`] (axum: `prefork_axum::Server::max_request_head`), `http1().max_buf_size(n)` |
 //! | hyper's write (headers) buffer | 8 KiB | fixed in hyper |
 //! | the connection's task | about 1.6 KiB | the hyper connection, held once; grows with your service's size |
 //! | timers, drain bookkeeping, shutdown waiter, reactor entry | under 1 KiB | fixed |

@@ -39,6 +39,7 @@ use crate::BoxError;
 pub struct Server {
     prefork: Prefork,
     threads: usize,
+    max_request_head: usize,
 }
 
 /// The former name of [`Server`].
@@ -61,6 +62,7 @@ impl Server {
         Server {
             prefork,
             threads: 1,
+            max_request_head: crate::DEFAULT_MAX_BUF_SIZE,
         }
     }
 
@@ -83,6 +85,17 @@ impl Server {
     /// `0` is refused by [`Server::run`] (in the master, before any worker starts).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = threads;
+        self
+    }
+
+    /// The largest HTTP/1 request head (request line and headers) that [`Server::serve`] and
+    /// [`Server::serve_with`] accept, in bytes; a larger one is answered `431 Request Header
+    /// Fields Too Large`. Default: [`DEFAULT_MAX_BUF_SIZE`](crate::DEFAULT_MAX_BUF_SIZE), 8 KiB
+    /// (values below 8 KiB count as 8 KiB). Raise it for clients that send large cookies or
+    /// tokens: any limit above 8 KiB costs about 4 KiB more memory per idle keep-alive
+    /// connection (see the crate docs, *Memory per connection*).
+    pub fn max_request_head(mut self, bytes: usize) -> Self {
+        self.max_request_head = bytes;
         self
     }
 
@@ -161,7 +174,8 @@ impl Server {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        self.run(move |worker| worker.serve(move |_: SocketAddr| service.clone()))
+        let http = builder(self.max_request_head);
+        self.run(move |worker| worker.serve_with(http, move |_: SocketAddr| service.clone()))
     }
 
     /// Builds the service in each worker with `factory` (async, once per worker, inside the
@@ -195,11 +209,25 @@ impl Server {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
+        let http = builder(self.max_request_head);
         self.run(move |worker| async move {
             let service = factory(&worker).await.map_err(factory_error)?;
-            worker.serve(move |_: SocketAddr| service.clone()).await
+            worker
+                .serve_with(http, move |_: SocketAddr| service.clone())
+                .await
         })
     }
+}
+
+/// [`http_builder`](crate::http_builder) with a request-head limit (hyper refuses one below
+/// 8 KiB).
+pub(crate) fn builder(
+    max_request_head: usize,
+) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    let mut http = crate::http_builder();
+    http.http1()
+        .max_buf_size(max_request_head.max(crate::DEFAULT_MAX_BUF_SIZE));
+    http
 }
 
 /// A factory's error as the `io::Error` a worker's start-up reports to its master.
@@ -244,6 +272,51 @@ fn build_runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The status a 12 KiB request head gets from a worker serving with `head_limit`.
+    fn status_of_a_12k_head(head_limit: usize) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = prefork_core::Shutdown::new().unwrap();
+        let stop = shutdown.clone();
+        let server = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let worker = Worker::standalone(vec![listener], shutdown).unwrap();
+                let hello = hyper::service::service_fn(|_| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+                });
+                worker
+                    .serve_with(super::builder(head_limit), move |_| hello)
+                    .await
+            })
+        });
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let cookie = "a".repeat(12 * 1024);
+        write!(
+            c,
+            "GET / HTTP/1.1\r\nhost: x\r\ncookie: {cookie}\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        stop.trigger(prefork_core::ShutdownReason::Requested);
+        server.join().unwrap().unwrap();
+        answer.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn max_request_head_raises_the_8k_default() {
+        assert!(status_of_a_12k_head(0).contains(" 431 "));
+        assert!(status_of_a_12k_head(crate::DEFAULT_MAX_BUF_SIZE).contains(" 431 "));
+        assert!(status_of_a_12k_head(64 * 1024).contains(" 200 "));
+    }
 
     fn builder() -> Server {
         Server::new("127.0.0.1:0").prefork(|p| p.workers(1))

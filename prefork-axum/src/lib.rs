@@ -105,8 +105,6 @@ mod server;
 mod service;
 mod standalone;
 
-use std::io;
-
 use axum::Router;
 
 #[allow(deprecated)]
@@ -159,15 +157,6 @@ where
     F: AsyncFnOnce(&Worker) -> Result<Router, BoxError>,
 {
     Server::new(addr).serve_with(factory)
-}
-
-/// A factory's error as the `io::Error` a worker's start-up reports to its master (an
-/// `io::Error` stays itself).
-pub(crate) fn factory_error(e: BoxError) -> io::Error {
-    match e.downcast::<io::Error>() {
-        Ok(io) => *io,
-        Err(other) => io::Error::other(other),
-    }
 }
 
 /// Serves `app` over HTTPS on `addr` (HTTP/2 or HTTP/1.1 by ALPN) with the certificate chain

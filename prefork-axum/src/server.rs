@@ -256,7 +256,9 @@ impl Server {
     {
         let head = self.max_request_head;
         self.inner.run(move |worker| async move {
-            let app = factory(&worker).await.map_err(crate::factory_error)?;
+            let app = factory(&worker)
+                .await
+                .map_err(prefork_core::into_io_error)?;
             crate::service::serve_worker_with(worker, app, head).await
         })
     }

@@ -104,7 +104,9 @@ impl Standalone {
         F: AsyncFnOnce(&Worker) -> Result<Router, BoxError>,
     {
         self.inner.run(move |worker| async move {
-            let app = factory(&worker).await.map_err(crate::factory_error)?;
+            let app = factory(&worker)
+                .await
+                .map_err(prefork_core::into_io_error)?;
             crate::serve_worker(worker, app).await
         })
     }

@@ -8,6 +8,15 @@ use std::path::PathBuf;
 /// A boxed error returned by a user hook.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// A user's boxed error (an app factory's, say) as the [`io::Error`] a worker's serve function
+/// returns; an `io::Error` inside stays itself (its kind and OS code kept).
+pub fn into_io_error(e: BoxError) -> io::Error {
+    match e.downcast::<io::Error>() {
+        Ok(io) => *io,
+        Err(other) => io::Error::other(other),
+    }
+}
+
 /// What went wrong in the master or in a worker's start-up.
 ///
 /// Every variant's message names what failed and on which address, path or worker.

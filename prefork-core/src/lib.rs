@@ -132,7 +132,7 @@ pub use worker::{drain_timeout, Worker, DEFAULT_DRAIN_GRACE};
 #[deprecated(since = "0.2.0", note = "renamed to `Worker`")]
 pub type Child = Worker;
 pub use drain::{Drain, DrainConn, Drive, DEFAULT_KEEPALIVE_TIMEOUT};
-pub use error::{BoxError, Error};
+pub use error::{into_io_error, BoxError, Error};
 pub use handle::{MasterHandle, Stats, WorkerStats};
 pub use health::{
     ConnectionGuard, Counters, Heartbeat, DEFAULT_HEARTBEAT_INTERVAL, IDLE_HEARTBEAT_INTERVAL,

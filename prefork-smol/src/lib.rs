@@ -99,15 +99,6 @@ pub use standalone::Standalone;
 pub use worker::Context;
 pub use worker::Worker;
 
-/// A factory's error as the `io::Error` a worker's start-up reports to its master (an
-/// `io::Error` stays itself).
-pub(crate) fn factory_error(e: BoxError) -> std::io::Error {
-    match e.downcast::<std::io::Error>() {
-        Ok(io) => *io,
-        Err(other) => std::io::Error::other(other),
-    }
-}
-
 /// The futures-rustls version [`Context::tls_acceptor`] returns.
 #[cfg(feature = "tls")]
 pub use futures_rustls;

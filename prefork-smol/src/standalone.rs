@@ -104,7 +104,9 @@ impl Standalone {
         B::Error: Into<BoxError>,
     {
         self.run(move |worker| async move {
-            let service = factory(&worker).await.map_err(crate::factory_error)?;
+            let service = factory(&worker)
+                .await
+                .map_err(prefork_core::into_io_error)?;
             crate::http::serve(worker, Arc::new(service)).await
         })
     }

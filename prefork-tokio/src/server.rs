@@ -211,7 +211,9 @@ impl Server {
     {
         let http = builder(self.max_request_head);
         self.run(move |worker| async move {
-            let service = factory(&worker).await.map_err(factory_error)?;
+            let service = factory(&worker)
+                .await
+                .map_err(prefork_core::into_io_error)?;
             worker
                 .serve_with(http, move |_: SocketAddr| service.clone())
                 .await
@@ -228,14 +230,6 @@ pub(crate) fn builder(
     http.http1()
         .max_buf_size(max_request_head.max(crate::DEFAULT_MAX_BUF_SIZE));
     http
-}
-
-/// A factory's error as the `io::Error` a worker's start-up reports to its master.
-pub(crate) fn factory_error(e: BoxError) -> io::Error {
-    match e.downcast::<io::Error>() {
-        Ok(io) => *io,
-        Err(other) => io::Error::other(other),
-    }
 }
 
 /// Fails if the calling thread is inside a tokio runtime: building the worker's runtime there

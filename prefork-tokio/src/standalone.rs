@@ -162,7 +162,7 @@ impl Standalone {
         self.run(move |worker| async move {
             let service = factory(&worker)
                 .await
-                .map_err(crate::server::factory_error)?;
+                .map_err(prefork_core::into_io_error)?;
             worker.serve(move |_: SocketAddr| service.clone()).await
         })
     }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use prefork_core::accept::{is_connection_error, log_accept_error};
-use prefork_core::balance::{Admit, AdmitWait, Balance};
+use prefork_core::balance::{Admit, AdmitWait, Balance, Parked};
 use prefork_core::{Drain, DrainConn, Worker};
 use prefork_testutil::example;
 
@@ -244,53 +244,41 @@ fn serve(mut child: Worker, sleep: Duration) -> io::Result<()> {
             *last_beat = Instant::now();
         }
     };
-    // The balance table: a worker over its share of the open connections leaves the queue to
-    // the others for a moment (see prefork_core::balance).
+    // The balance table: a worker over its share of the open connections leaves a new
+    // connection to an idle worker holding fewer (see prefork_core::balance).
     let balance = child.balance();
     let mut admit = AdmitWait::default();
-    let mut deferred: Option<Duration> = None;
     child.ready()?;
     // The event loop: accepts, runs `/block`, and beats. A poll timeout of one heartbeat
     // interval keeps the beats going while idle; a blocked loop stops them.
     loop {
         let ls = &listeners;
-        // While deferring, the listeners are not polled: the loop wakes to ask again.
-        let polled = if deferred.is_some() { 0 } else { ls.len() };
-        let mut fds: Vec<PollFd<'_>> = ls[..polled]
+        let mut fds: Vec<PollFd<'_>> = ls
             .iter()
             .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
             .collect();
         fds.push(PollFd::new(shutdown.as_fd(), PollFlags::POLLIN));
         fds.push(PollFd::new(wake_rx.as_fd(), PollFlags::POLLIN));
-        let mut timeout = interval.saturating_sub(last_beat.elapsed());
-        if let Some(d) = deferred {
-            timeout = timeout.min(d);
-        }
+        let timeout = interval.saturating_sub(last_beat.elapsed());
+        // Waiting for a connection with nothing else to do: parked, until the accept was tried.
+        let mut parked = Some(balance.park());
         match poll(&mut fds, poll_timeout(timeout)) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
-        let readable: Vec<bool> = match deferred {
-            // Try every listener again (a non-blocking accept on an empty queue just returns).
-            Some(_) => vec![true; ls.len()],
-            None => fds[..polled]
-                .iter()
-                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                .collect(),
-        };
+        let readable: Vec<bool> = fds[..ls.len()]
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
         drop(fds);
         beat(&mut last_beat);
         run_jobs();
         if shutdown.is_triggered() {
             break;
         }
-        deferred = None;
         for (l, _) in ls.iter().zip(readable).filter(|(_, r)| *r) {
-            deferred = accept_all(l, &drain, &balance, &mut admit, &looper, sleep);
-            if deferred.is_some() {
-                break;
-            }
+            accept_all(l, &drain, &balance, &mut admit, &looper, sleep, &mut parked);
         }
     }
     // Stop accepting at once and drop this worker's listener copies: in the shared-socket mode
@@ -323,8 +311,10 @@ fn poll_timeout(d: Duration) -> PollTimeout {
 /// (EMFILE, ENFILE, ...).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Accepts until the queue is empty (`None`), or until the balance says to leave the rest to
-/// the other workers for a moment (`Some(when to ask again)`).
+/// Accepts until the queue is empty. Before each accept it asks the balance table, and while
+/// it says to leave the connection to an idle worker holding fewer, it yields the CPU to that
+/// worker (`sched_yield`) and asks again. `parked` (this loop's parked mark) is dropped once
+/// an accept was tried.
 fn accept_all(
     listener: &Listener,
     drain: &Drain,
@@ -332,15 +322,19 @@ fn accept_all(
     admit: &mut AdmitWait,
     looper: &Arc<LoopHandle>,
     sleep: Duration,
-) -> Option<Duration> {
+    parked: &mut Option<Parked>,
+) {
     loop {
-        if let Admit::Later(d) = balance.poll_admit(admit) {
-            return Some(d);
+        if balance.poll_admit(admit) == Admit::Yield {
+            std::thread::yield_now();
+            continue;
         }
         let accepted = match listener {
             Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
             Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
         };
+        // Tried: a worker yielding to this one resumes now.
+        parked.take();
         match accepted {
             Ok(stream) => {
                 let conn = drain.connection();
@@ -349,13 +343,13 @@ fn accept_all(
                     let _ = connection(stream, &conn, &looper, sleep);
                 });
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if is_connection_error(&e) => continue,
             // EMFILE, ENFILE, ...: not fatal for the worker; the log names the limit to raise.
             Err(e) => {
                 log_accept_error(&listener.describe(), &e, ACCEPT_BACKOFF);
                 std::thread::sleep(ACCEPT_BACKOFF);
-                return None;
+                return;
             }
         }
     }

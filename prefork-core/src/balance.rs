@@ -3,44 +3,60 @@
 //! Every worker waits on the same accept queue, and the one that happens to be awake takes a
 //! whole burst (issue 16: 64 connections opened at once split 64/0 on two workers). The master
 //! keeps a small table in shared memory (a memfd mapped by every worker): one slot per worker
-//! *process* holding its open-connection count, how many connections it accepted so far, and
+//! *process* holding its open-connection count, how many connections it accepted so far,
 //! whether it is accepting (ready and not draining, set by the master from its supervisor's
-//! state). Before each `accept`, a worker asks [`Balance::poll_admit`]:
+//! state), whether its accept loop is *parked* (waiting for a connection) and whether its
+//! runtime is *idle* (nothing else to run). Before each `accept`, a worker asks
+//! [`Balance::poll_admit`]:
 //!
-//! - if it holds no more than the average of the accepting workers plus a slack of one
-//!   (`mine ≤ (total + 1) / live + 1`), it accepts;
-//! - otherwise it defers: it checks again every millisecond, and as long as other workers keep
-//!   accepting it leaves the queue to them; once nobody else accepted for [`PATIENCE`] (they are
-//!   busy, hung or gone) it accepts anyway, so a stuck worker never throttles the others and no
-//!   connection waits in the queue for long.
+//! - within its share (`mine ≤ (total + 1) / live + 1`, the connection about to be accepted
+//!   counted in), it accepts;
+//! - over it, it leaves the connection to a worker holding fewer that is **idle and parked in
+//!   accept right now**: such a worker was woken by the same connection and will take it at
+//!   once. It yields (the CPU and its runtime) until that worker has tried its accept, at most
+//!   [`YIELD_CAP`]; if no worker below is idle, it accepts;
+//! - far over it (`mine ≥ fair + max(2, fair / 3)`), it also yields while the workers holding
+//!   fewer keep accepting, at most [`FAR_CAP`], so that workers that are runnable but waiting
+//!   for a core (more workers than cores) catch up on a burst.
 //!
-//! Nothing is sent per connection: counting is one atomic add on the worker's own slot (its
-//! own cache line), and a check reads one line per live slot. Connections are counted by the
-//! worker's [`Counters`](crate::Counters) ([`Counters::connection`](crate::Counters::connection)
-//! guards), so every adapter that counts its connections feeds the table.
+//! A worker never sleeps on a timer and never waits for a worker that is busy: under steady
+//! churn (a new connection per request) the others are rarely idle, and a deferral lasts as
+//! long as the idle worker takes to wake up. Counting is one atomic add on the worker's own slot
+//! (its own cache line), and a check reads one line per live slot. Connections are counted by
+//! the worker's [`Counters`](crate::Counters) ([`Counters::connection`](crate::Counters::connection)
+//! guards), so every adapter that counts its connections feeds the table; an accept loop marks
+//! itself parked with [`Balance::parked`] (or [`Balance::park`]) and a runtime reports its idle
+//! threads through [`Balance::runtime_idle`]. A worker that reports neither is never waited for.
 //!
 //! The table exists only in the shared-socket mode (in `SO_REUSEPORT` mode the kernel picks the
 //! socket, and a worker that defers only delays its own queue); [`Balance`] is disabled in a
-//! [`Worker::standalone`](crate::Worker::standalone) context, when the master runs with
+//! [`Worker::standalone`](crate::Worker::standalone) context, with
+//! [`Prefork::balance(false)`](crate::Prefork::balance), when the master runs with
 //! `PREFORK_BALANCE=off` in its environment, and off Linux.
 
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// Slots in the table: worker processes alive at once (a reload runs two per worker id).
 pub(crate) const SLOTS: usize = 1024;
 
-/// How long a worker over its share waits for another worker to accept before it accepts
-/// anyway.
-pub const PATIENCE: Duration = Duration::from_millis(20);
+/// How long a worker over its share yields to an idle worker (holding fewer connections) that
+/// has not yet tried its accept, before it accepts anyway.
+pub const YIELD_CAP: Duration = Duration::from_millis(1);
 
-/// How often a deferring worker looks at the table again.
-pub const RECHECK: Duration = Duration::from_millis(1);
+/// How long a worker far over its share yields while the workers holding fewer keep accepting,
+/// before it accepts anyway.
+pub const FAR_CAP: Duration = Duration::from_millis(2);
+
+/// The workers holding fewer "keep accepting" while one of them accepted within this long.
+const PROGRESS: Duration = Duration::from_micros(300);
 
 /// How many connections above the average a worker may hold and still accept.
 const SLACK: u64 = 1;
@@ -56,6 +72,13 @@ struct Slot {
     accepting: AtomicU32,
     /// Connections accepted so far (only grows while the slot is in use).
     accepted: AtomicU64,
+    /// How many of the worker's accept loops are parked: waiting for a connection.
+    parked: AtomicU32,
+    /// 1 while the worker's runtime is running something; 0 when all its threads are idle, or
+    /// when it does not report them (see [`Balance::runtime_idle`]).
+    busy: AtomicU32,
+    /// How many times one of the worker's parked accept loops woke up and tried its accept.
+    wakes: AtomicU32,
 }
 
 #[repr(C, align(64))]
@@ -192,6 +215,8 @@ impl Table {
         s.accepting.store(0, Ordering::Release);
         s.open.store(0, Ordering::Release);
         s.accepted.store(0, Ordering::Release);
+        s.parked.store(0, Ordering::Release);
+        s.busy.store(0, Ordering::Release);
         self.update_high();
         Some(i)
     }
@@ -211,6 +236,8 @@ impl Table {
         let s = self.slot(i);
         s.accepting.store(0, Ordering::Release);
         s.open.store(0, Ordering::Release);
+        s.parked.store(0, Ordering::Release);
+        s.busy.store(0, Ordering::Release);
         self.update_high();
     }
 
@@ -235,38 +262,52 @@ impl Table {
 pub enum Admit {
     /// Accept a connection now.
     Now,
-    /// Do not accept yet: ask again after this long (or earlier).
-    Later(Duration),
+    /// Do not accept yet: yield (the CPU, then the runtime) and ask again.
+    Yield,
 }
 
 /// The state of one deferral, kept by the accept loop between calls of
 /// [`Balance::poll_admit`].
 #[derive(Debug, Default, Clone)]
 pub struct AdmitWait {
-    /// The other workers' accepted total last seen, and since when it has not changed.
-    quiet: Option<(u64, Instant)>,
+    /// Since when this worker has been yielding.
+    since: Option<Instant>,
+    /// The idle worker it yields to, and that worker's wake count then.
+    target: Option<(usize, u32)>,
+    /// The accepted total of the workers holding fewer, and since when it has not changed.
+    progress: Option<(u64, Instant)>,
+}
+
+struct Inner {
+    map: Mapping,
+    slot: usize,
+    /// Runtime threads idle now (see [`Balance::runtime_idle`]).
+    idle_threads: AtomicUsize,
 }
 
 /// A worker's handle on the balance table (see the [module](self) docs): whether it may accept
 /// now. Cheap to clone. Get it from [`Worker::balance`](crate::Worker::balance).
 ///
-/// Use it in an accept loop, before each `accept`:
+/// Use it in an accept loop: mark the wait for a connection with [`Balance::parked`], and ask
+/// [`Balance::admit`] before each `accept`:
 ///
 /// ```no_run
-/// # async fn sleep(_: std::time::Duration) {}
+/// # async fn yield_now() {}
+/// # async fn accept() {}
 /// # async fn example(child: &prefork_core::Worker) {
 /// let balance = child.balance();
 /// loop {
-///     // Waits while this worker holds more than its share and the others keep accepting.
-///     balance.admit(sleep).await;
-///     // let (stream, peer) = listener.accept().await?;
+///     // Yields while this worker holds more than its share and an idle worker holds fewer.
+///     balance.admit(yield_now).await;
+///     // Parked while it waits: a worker over its share leaves the next connection to this one.
+///     let accepted = balance.parked(accept()).await;
 ///     // count it: let conn = drain.connection(); (or child.counters().connection())
 /// }
 /// # }
 /// ```
 #[derive(Clone, Default)]
 pub struct Balance {
-    inner: Option<Arc<(Mapping, usize)>>,
+    inner: Option<Arc<Inner>>,
 }
 
 impl std::fmt::Debug for Balance {
@@ -276,7 +317,7 @@ impl std::fmt::Debug for Balance {
             Some(inner) => {
                 let (mine, total, live) = self.share();
                 f.debug_struct("Balance")
-                    .field("slot", &inner.1)
+                    .field("slot", &inner.slot)
                     .field("mine", &mine)
                     .field("total", &total)
                     .field("live", &live)
@@ -308,7 +349,11 @@ impl Balance {
             ));
         }
         Ok(Balance {
-            inner: Some(Arc::new((map, slot))),
+            inner: Some(Arc::new(Inner {
+                map,
+                slot,
+                idle_threads: AtomicUsize::new(0),
+            })),
         })
     }
 
@@ -318,8 +363,21 @@ impl Balance {
     }
 
     fn slot(&self) -> Option<&Slot> {
-        let (map, i) = &**self.inner.as_ref()?;
-        Some(&map.layout().slots[*i])
+        let inner = self.inner.as_deref()?;
+        Some(&inner.map.layout().slots[inner.slot])
+    }
+
+    /// The slots in use, with their index, this worker's own excepted.
+    fn others(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        let (slots, me): (&[Slot], usize) = match self.inner.as_deref() {
+            Some(inner) => {
+                let layout = inner.map.layout();
+                let high = (layout.header.high.load(Ordering::Acquire) as usize).min(SLOTS);
+                (&layout.slots[..high], inner.slot)
+            }
+            None => (&[], 0),
+        };
+        slots.iter().enumerate().filter(move |(i, _)| *i != me)
     }
 
     /// Counts one more open connection (and one more accepted).
@@ -344,7 +402,7 @@ impl Balance {
     /// `(0, 0, 0)` when disabled. This worker counts in the total and the live count only while
     /// the master has it accepting.
     pub fn share(&self) -> (u64, u64, u64) {
-        let Some((map, me)) = self.inner.as_deref() else {
+        let Some(Inner { map, slot: me, .. }) = self.inner.as_deref() else {
             return (0, 0, 0);
         };
         let layout = map.layout();
@@ -360,71 +418,246 @@ impl Balance {
         (mine, total, live)
     }
 
-    /// Whether this worker is within its share: `mine ≤ (total + 1) / live + 1` (the
-    /// connection about to be accepted counted in). A worker the master does not (yet) count as
-    /// accepting (its ready is still on its way, or its heartbeats look late to the master)
-    /// counts itself in: it is balanced against the others all the same. Always `true` when
-    /// disabled.
-    pub fn may_accept(&self) -> bool {
-        let Some((map, me)) = self.inner.as_deref() else {
-            return true;
-        };
+    /// [`Balance::share`], with this worker counted in even while the master does not (yet)
+    /// count it as accepting (its ready is still on its way, or its heartbeats look late): it
+    /// is balanced against the others all the same.
+    fn view(&self) -> (u64, u64, u64) {
         let (mine, mut total, mut live) = self.share();
-        if map.layout().slots[*me].accepting.load(Ordering::Relaxed) == 0 {
+        if self
+            .slot()
+            .is_some_and(|s| s.accepting.load(Ordering::Relaxed) == 0)
+        {
             total += mine;
             live += 1;
         }
+        (mine, total, live)
+    }
+
+    /// Whether this worker is within its share: `mine ≤ (total + 1) / live + 1` (the
+    /// connection about to be accepted counted in). Always `true` when disabled.
+    pub fn may_accept(&self) -> bool {
+        if !self.is_enabled() {
+            return true;
+        }
+        let (mine, total, live) = self.view();
         mine * live <= total + 1 + SLACK * live
     }
 
-    /// The connections the *other* workers accepted so far (a change means one of them is
-    /// taking connections from the queue).
-    fn others_accepted(&self) -> u64 {
-        let Some((map, me)) = self.inner.as_deref() else {
-            return 0;
-        };
-        let layout = map.layout();
-        let high = (layout.header.high.load(Ordering::Acquire) as usize).min(SLOTS);
-        layout.slots[..high]
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i != me)
+    /// The fair share: the average with the connection about to be accepted, rounded up.
+    fn fair(&self) -> u64 {
+        let (_, total, live) = self.view();
+        (total + 1).div_ceil(live.max(1))
+    }
+
+    /// Whether this worker holds at least `fair + max(2, fair / 3)`.
+    fn far_over(&self) -> bool {
+        let fair = self.fair();
+        self.share().0 >= fair + (fair / 3).max(2)
+    }
+
+    /// Another accepting worker holding fewer than `mine` whose accept loop is parked, and
+    /// that is idle, or starved (holds at most half the fair share), or any if `any` (a busy
+    /// worker parked in accept gets to it once it has run what it is running): (its slot, its
+    /// wake count).
+    fn parked_below(&self, mine: u64, any: bool) -> Option<(usize, u32)> {
+        let starved = self.fair() / 2;
+        self.others()
+            .find(|(_, s)| {
+                let open = u64::from(s.open.load(Ordering::Relaxed));
+                s.accepting.load(Ordering::Relaxed) != 0
+                    && s.parked.load(Ordering::Relaxed) != 0
+                    && (any || s.busy.load(Ordering::Relaxed) == 0 || open <= starved)
+                    && open < mine
+            })
+            .map(|(i, s)| (i, s.wakes.load(Ordering::Relaxed)))
+    }
+
+    /// Whether worker `t` has not tried its accept since its wake count was `wakes`, and still
+    /// holds fewer than `mine`.
+    fn still_waking(&self, (t, wakes): (usize, u32), mine: u64) -> bool {
+        self.others().any(|(i, s)| {
+            i == t
+                && s.accepting.load(Ordering::Relaxed) != 0
+                && s.wakes.load(Ordering::Relaxed) == wakes
+                && u64::from(s.open.load(Ordering::Relaxed)) < mine
+        })
+    }
+
+    /// The connections accepted so far by the accepting workers holding fewer than `mine`.
+    fn accepted_below(&self, mine: u64) -> u64 {
+        self.others()
+            .filter(|(_, s)| {
+                s.accepting.load(Ordering::Relaxed) != 0
+                    && u64::from(s.open.load(Ordering::Relaxed)) < mine
+            })
             .map(|(_, s)| s.accepted.load(Ordering::Relaxed))
             .fold(0u64, u64::wrapping_add)
     }
 
     /// Decides whether to accept now, without blocking; `wait` carries the deferral between
-    /// calls (keep one per accept loop). [`Admit::Later`] says when to ask again.
+    /// calls (keep one per accept loop). On [`Admit::Yield`], yield and ask again.
     ///
-    /// Within its share, a worker accepts. Over it, it defers while the other workers keep
-    /// accepting, and accepts anyway once none of them accepted for [`PATIENCE`].
+    /// Within its share, a worker accepts. Over it, it yields to an idle worker parked in
+    /// accept that holds fewer, until that worker has tried its accept (at most [`YIELD_CAP`]);
+    /// far over it, also while the workers holding fewer keep accepting (at most
+    /// [`FAR_CAP`]). Otherwise it accepts.
     pub fn poll_admit(&self, wait: &mut AdmitWait) -> Admit {
         if self.may_accept() {
-            wait.quiet = None;
+            *wait = AdmitWait::default();
             return Admit::Now;
         }
+        let mine = self.share().0;
+        let far = self.far_over();
         let now = Instant::now();
-        let others = self.others_accepted();
-        match wait.quiet {
-            Some((seen, since)) if seen == others => {
-                if now.duration_since(since) >= PATIENCE {
-                    wait.quiet = None;
-                    return Admit::Now;
+        let waited = now.duration_since(*wait.since.get_or_insert(now));
+        let defer = waited < if far { FAR_CAP } else { YIELD_CAP }
+            && (wait.target.is_some_and(|t| self.still_waking(t, mine))
+                || {
+                    wait.target = self.parked_below(mine, far);
+                    wait.target.is_some()
                 }
-            }
-            _ => wait.quiet = Some((others, now)),
+                || far && {
+                    // Far over: also while the workers below keep accepting.
+                    let below = self.accepted_below(mine);
+                    let last = match wait.progress {
+                        Some((seen, at)) if seen == below => at,
+                        _ => now,
+                    };
+                    wait.progress = Some((below, last));
+                    now.duration_since(last) < PROGRESS
+                });
+        if defer {
+            Admit::Yield
+        } else {
+            *wait = AdmitWait::default();
+            Admit::Now
         }
-        Admit::Later(RECHECK)
     }
 
-    /// Completes once this worker may accept (see [`Balance::poll_admit`]); `sleep` is the
-    /// runtime's timer (`tokio::time::sleep`, `async_io::Timer::after`, ...). Completes at once
-    /// when disabled or within the share.
-    pub async fn admit<T: Future>(&self, mut sleep: impl FnMut(Duration) -> T) {
+    /// Completes once this worker may accept (see [`Balance::poll_admit`]); `yield_now` is the
+    /// runtime's yield (`tokio::task::yield_now`, `smol::future::yield_now`, ...). Each time
+    /// it defers, it first yields the CPU to a worker waking up (`sched_yield`, which returns
+    /// at once when no other process waits for this core), then lets this worker's own tasks
+    /// run. Completes at once when disabled or within the share.
+    pub async fn admit<T: Future>(&self, mut yield_now: impl FnMut() -> T) {
         let mut wait = AdmitWait::default();
-        while let Admit::Later(d) = self.poll_admit(&mut wait) {
-            sleep(d).await;
+        while self.poll_admit(&mut wait) == Admit::Yield {
+            std::thread::yield_now();
+            yield_now().await;
         }
+    }
+
+    /// Marks one of this worker's accept loops parked (waiting for a connection) until the
+    /// guard drops; the drop counts as a wake (drop it once the accept was tried).
+    pub fn park(&self) -> Parked {
+        if let Some(s) = self.slot() {
+            s.parked.fetch_add(1, Ordering::Relaxed);
+        }
+        Parked(self.clone())
+    }
+
+    /// `accept` (a future that waits for a connection), with this worker marked parked
+    /// whenever it waits: a worker over its share then leaves the next connection to this one
+    /// while this worker's runtime is idle.
+    pub fn parked<F: Future>(&self, accept: F) -> ParkedWhile<F> {
+        ParkedWhile {
+            fut: accept,
+            balance: self.clone(),
+            parked: None,
+        }
+    }
+
+    /// Hooks for the worker's runtime, which has `threads` threads: call [`RuntimeIdle::park`]
+    /// just before a thread blocks for lack of work and [`RuntimeIdle::unpark`] when it
+    /// wakes (tokio's `on_thread_park`/`on_thread_unpark`). The worker counts as idle while
+    /// every thread is parked. A runtime that does not report counts as idle whenever its
+    /// accept loop is parked.
+    pub fn runtime_idle(&self, threads: usize) -> RuntimeIdle {
+        if let Some(s) = self.slot() {
+            s.busy.store(1, Ordering::Relaxed);
+        }
+        RuntimeIdle {
+            balance: self.clone(),
+            threads: threads.max(1),
+        }
+    }
+}
+
+/// One of this worker's accept loops parked; see [`Balance::park`].
+#[derive(Debug)]
+pub struct Parked(Balance);
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        if let Some(s) = self.0.slot() {
+            s.wakes.fetch_add(1, Ordering::Relaxed);
+            let _ = s
+                .parked
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An accept with this worker marked parked while it waits; see [`Balance::parked`].
+    #[derive(Debug)]
+    pub struct ParkedWhile<F> {
+        #[pin]
+        fut: F,
+        balance: Balance,
+        parked: Option<Parked>,
+    }
+}
+
+impl<F: Future> Future for ParkedWhile<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // Woken: the wake counts once the accept was tried, so that a worker yielding to this
+        // one resumes only then.
+        let woke = this.parked.take();
+        let r = this.fut.poll(cx);
+        drop(woke);
+        if r.is_pending() {
+            *this.parked = Some(this.balance.park());
+        }
+        r
+    }
+}
+
+/// A runtime's park and unpark hooks; see [`Balance::runtime_idle`].
+#[derive(Debug, Clone)]
+pub struct RuntimeIdle {
+    balance: Balance,
+    threads: usize,
+}
+
+impl RuntimeIdle {
+    /// A runtime thread is about to block for lack of work.
+    pub fn park(&self) {
+        let Some(inner) = self.balance.inner.as_deref() else {
+            return;
+        };
+        let idle = inner.idle_threads.fetch_add(1, Ordering::AcqRel) + 1;
+        if idle >= self.threads {
+            inner.map.layout().slots[inner.slot]
+                .busy
+                .store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A runtime thread woke up.
+    pub fn unpark(&self) {
+        let Some(inner) = self.balance.inner.as_deref() else {
+            return;
+        };
+        let _ = inner
+            .idle_threads
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        inner.map.layout().slots[inner.slot]
+            .busy
+            .store(1, Ordering::Relaxed);
     }
 }
 
@@ -466,22 +699,115 @@ mod tests {
     }
 
     #[test]
-    fn a_deferring_worker_accepts_anyway_once_nobody_else_accepts() {
+    fn an_over_share_worker_yields_to_an_idle_parked_one_until_it_tried_its_accept() {
         let mut table = Table::create().unwrap();
         let w = ready(&mut table, 2);
         let (a, b) = (&w[0].1, &w[1].1);
+        for _ in 0..9 {
+            a.opened();
+        }
+        for _ in 0..5 {
+            b.opened();
+        }
+        assert!(!a.may_accept(), "9 > (14 + 1) / 2 + 1");
+        assert!(!a.far_over(), "9 < 8 + 2");
+        let mut wait = AdmitWait::default();
+        assert_eq!(
+            a.poll_admit(&mut wait),
+            Admit::Now,
+            "nobody is parked: accept"
+        );
+        // b's runtime is idle and its accept loop waits for a connection.
+        let hooks = b.runtime_idle(1);
+        hooks.park();
+        let parked = b.park();
+        assert_eq!(a.poll_admit(&mut wait), Admit::Yield);
+        // b wakes up (the same connection woke it): a still waits until b tried its accept.
+        hooks.unpark();
+        assert_eq!(a.poll_admit(&mut wait), Admit::Yield);
+        drop(parked);
+        assert_eq!(
+            a.poll_admit(&mut wait),
+            Admit::Now,
+            "b tried: a accepts too"
+        );
+        // b parked again, but its runtime is busy (serving) and b is not starved (it holds
+        // more than half the fair share): nobody waits for it.
+        let _parked = b.park();
+        assert_eq!(a.poll_admit(&mut wait), Admit::Now);
+        // Idle again but holding as many as a: not below, not waited for.
+        hooks.park();
+        for _ in 0..4 {
+            b.opened();
+        }
+        assert_eq!(a.poll_admit(&mut wait), Admit::Now);
+    }
+
+    #[test]
+    fn a_starved_or_far_behind_worker_is_waited_for_even_busy() {
+        let mut table = Table::create().unwrap();
+        let w = ready(&mut table, 2);
+        let (a, b) = (&w[0].1, &w[1].1);
+        for _ in 0..4 {
+            a.opened();
+        }
+        let hooks = b.runtime_idle(1); // busy
+        let parked = b.park();
+        assert!(!a.may_accept() && !a.far_over());
+        let mut wait = AdmitWait::default();
+        assert_eq!(
+            a.poll_admit(&mut wait),
+            Admit::Yield,
+            "b holds 0 <= 3 / 2: starved, its accept comes soon"
+        );
+        drop(parked);
+        assert_eq!(a.poll_admit(&mut wait), Admit::Now);
+        // Far over its share, a waits for any worker parked below, busy or not.
         for _ in 0..6 {
             a.opened();
         }
+        for _ in 0..3 {
+            b.opened();
+        }
+        assert!(a.far_over(), "10 >= 7 + 2");
+        let _parked = b.park();
+        assert_eq!(a.poll_admit(&mut wait), Admit::Yield);
+        drop(hooks);
+    }
+
+    #[test]
+    fn a_worker_that_does_not_wake_is_waited_for_at_most_the_cap() {
+        let mut table = Table::create().unwrap();
+        let w = ready(&mut table, 2);
+        let (a, b) = (&w[0].1, &w[1].1);
+        for _ in 0..4 {
+            a.opened();
+        }
+        let _parked = b.park(); // a runtime that does not report counts as idle
         let mut wait = AdmitWait::default();
-        assert_eq!(a.poll_admit(&mut wait), Admit::Later(RECHECK));
-        // The other worker keeps accepting: still deferring, past the patience.
-        std::thread::sleep(PATIENCE);
-        b.opened();
-        assert_eq!(a.poll_admit(&mut wait), Admit::Later(RECHECK));
-        // Nobody accepts for a whole patience (b is hung): a accepts anyway.
-        std::thread::sleep(PATIENCE);
+        assert_eq!(a.poll_admit(&mut wait), Admit::Yield);
+        std::thread::sleep(YIELD_CAP);
         assert_eq!(a.poll_admit(&mut wait), Admit::Now);
+    }
+
+    #[test]
+    fn a_worker_far_over_its_share_yields_while_the_others_accept() {
+        let mut table = Table::create().unwrap();
+        let w = ready(&mut table, 2);
+        let (a, b) = (&w[0].1, &w[1].1);
+        for _ in 0..10 {
+            a.opened();
+        }
+        assert!(a.far_over(), "10 >= 6 + 2");
+        let hooks = b.runtime_idle(1); // b busy, not parked: running, accepting
+        let mut wait = AdmitWait::default();
+        assert_eq!(a.poll_admit(&mut wait), Admit::Yield);
+        b.opened();
+        assert_eq!(a.poll_admit(&mut wait), Admit::Yield, "b keeps accepting");
+        // b stopped accepting (busy with something else): a accepts.
+        std::thread::sleep(PROGRESS);
+        assert_eq!(a.poll_admit(&mut wait), Admit::Now);
+        drop(hooks);
     }
 
     #[test]
@@ -499,6 +825,10 @@ mod tests {
         table.set_accepting(w[2].0, false); // draining
         assert_eq!(a.share(), (4, 4, 2));
         assert!(!a.may_accept(), "4 > 5 / 2 + 1 once c no longer counts");
+        // A draining worker is never waited for, even idle and parked.
+        let _parked = c.park();
+        c.closed();
+        assert_eq!(a.poll_admit(&mut AdmitWait::default()), Admit::Now);
         table.free(w[2].0);
         let d = table.alloc().unwrap();
         assert_eq!(d, w[2].0, "the lowest free slot is reused");
@@ -516,8 +846,36 @@ mod tests {
     fn a_disabled_handle_always_admits() {
         let b = Balance::disabled();
         b.opened();
+        let _parked = b.park();
         assert!(b.may_accept());
         assert_eq!(b.poll_admit(&mut AdmitWait::default()), Admit::Now);
+    }
+
+    #[test]
+    fn an_accept_is_parked_while_it_waits_and_wakes_once_tried() {
+        let mut table = Table::create().unwrap();
+        let w = ready(&mut table, 2);
+        let (i, b) = (w[1].0, &w[1].1);
+        let slot = table.slot(i);
+        let mut polls = 0;
+        let accept = std::future::poll_fn(|_| {
+            polls += 1;
+            if polls < 3 {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        });
+        let mut accept = std::pin::pin!(b.parked(accept));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(accept.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(slot.parked.load(Ordering::Relaxed), 1);
+        let wakes = slot.wakes.load(Ordering::Relaxed);
+        assert!(accept.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(slot.parked.load(Ordering::Relaxed), 1, "still waiting");
+        assert_eq!(slot.wakes.load(Ordering::Relaxed), wakes + 1);
+        assert!(accept.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(slot.parked.load(Ordering::Relaxed), 0, "accepted");
     }
 
     #[test]

@@ -139,11 +139,14 @@ impl Worker {
 
     /// This worker's handle on the master's balance table: call
     /// [`Balance::admit`](crate::balance::Balance::admit) (or
-    /// [`poll_admit`](crate::balance::Balance::poll_admit)) before each `accept`, so that a
-    /// worker holding more than its share of the open connections leaves the shared queue to
-    /// the others (see [`balance`](crate::balance)). The connections counted by
-    /// [`Worker::counters`] are the ones balanced. Disabled (always admits) in `SO_REUSEPORT`
-    /// mode and in a [`Worker::standalone`] context.
+    /// [`poll_admit`](crate::balance::Balance::poll_admit)) before each `accept`, and mark the
+    /// wait for a connection with [`Balance::parked`](crate::balance::Balance::parked) (or
+    /// [`park`](crate::balance::Balance::park)), so that a worker holding more than its share
+    /// of the open connections leaves a new connection to an idle worker holding fewer (see
+    /// [`balance`](crate::balance)). The connections counted by [`Worker::counters`] are the
+    /// ones balanced. Disabled (always admits) in `SO_REUSEPORT` mode, with
+    /// [`Prefork::balance(false)`](crate::Prefork::balance), and in a [`Worker::standalone`]
+    /// context.
     pub fn balance(&self) -> crate::balance::Balance {
         self.balance.clone()
     }

@@ -102,8 +102,9 @@ enum Event<T> {
 
 /// Accepts connections from `listener` and hands each to `on_connection`, until `shutdown`
 /// completes; then drops the listener (the worker's copy of it). Before each accept, `balance`
-/// may hold the loop back while this worker holds more than its share of the open connections
-/// and the other workers keep accepting (see [`prefork_core::balance`]).
+/// may hold the loop back (yielding) while this worker holds more than its share of the open
+/// connections and an idle worker holds fewer; while it waits for a connection, the loop is
+/// marked parked (see [`prefork_core::balance`]).
 ///
 /// Accept errors are not fatal: a per-connection error is retried at once; any other (EMFILE,
 /// ENFILE, ENOBUFS, ENOMEM) is logged and retried after a pause that doubles from
@@ -121,7 +122,7 @@ pub(crate) async fn accept_loop<L: Listen>(
         if !balance.may_accept() {
             let stopped = future::or(
                 async {
-                    balance.admit(Timer::after).await;
+                    balance.admit(future::yield_now).await;
                     false
                 },
                 async {
@@ -141,7 +142,7 @@ pub(crate) async fn accept_loop<L: Listen>(
                 shutdown.as_mut().await;
                 Event::Stop
             },
-            async { Event::Accepted(listener.accept_one().await) },
+            async { Event::Accepted(balance.parked(listener.accept_one()).await) },
         )
         .await;
         match event {

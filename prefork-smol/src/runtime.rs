@@ -6,6 +6,7 @@ use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use prefork_core::balance::RuntimeIdle;
 use smol::channel::Sender;
 use smol::Executor;
 
@@ -45,6 +46,41 @@ where
     F: FnOnce(SharedExecutor) -> Fut,
     Fut: Future<Output = io::Result<T>>,
 {
+    block_on_reporting(threads, None, f)
+}
+
+/// Runs `fut` on this thread, telling `idle` (if any) when the thread is about to block for
+/// lack of work (the future is pending) and when it runs again.
+fn drive<T>(fut: impl Future<Output = T>, idle: Option<RuntimeIdle>) -> T {
+    let Some(idle) = idle else {
+        return async_io::block_on(fut);
+    };
+    let mut fut = std::pin::pin!(fut);
+    let mut parked = false;
+    async_io::block_on(std::future::poll_fn(move |cx| {
+        if std::mem::take(&mut parked) {
+            idle.unpark();
+        }
+        let r = fut.as_mut().poll(cx);
+        if r.is_pending() {
+            idle.park();
+            parked = true;
+        }
+        r
+    }))
+}
+
+/// [`block_on`], with every executor thread reporting to `idle` when it parks and unparks (the
+/// balance table's view of an idle worker).
+pub(crate) fn block_on_reporting<F, Fut, T>(
+    threads: usize,
+    idle: Option<RuntimeIdle>,
+    f: F,
+) -> io::Result<T>
+where
+    F: FnOnce(SharedExecutor) -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
     check_threads(threads)?;
     let ex: SharedExecutor = Arc::new(Executor::new());
     let (stop, stopped) = smol::channel::bounded::<()>(1);
@@ -55,17 +91,18 @@ where
     for i in 1..threads {
         let ex = ex.clone();
         let stopped = stopped.clone();
+        let idle = idle.clone();
         let handle = std::thread::Builder::new()
             .name(format!("prefork-smol-{i}"))
             .spawn(move || {
-                let _ = async_io::block_on(ex.run(stopped.recv()));
+                let _ = drive(ex.run(stopped.recv()), idle);
             })
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot start executor thread {i}: {e}"))
             })?;
         extra.handles.push(handle);
     }
-    let result = async_io::block_on(ex.run(f(ex.clone())));
+    let result = drive(ex.run(f(ex.clone())), idle);
     drop(extra);
     result
 }

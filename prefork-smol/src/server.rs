@@ -269,7 +269,9 @@ impl Server {
         let Server { prefork, threads } = self;
         runtime::check_threads(threads).map_err(|e| Error::Config(e.to_string()))?;
         prefork.run(|core| {
-            runtime::block_on(threads, move |executor: SharedExecutor| async move {
+            let balance = core.balance();
+            let idle = balance.is_enabled().then(|| balance.runtime_idle(threads));
+            runtime::block_on_reporting(threads, idle, move |executor: SharedExecutor| async move {
                 f(Worker::from_core(core, executor)?).await
             })
         })

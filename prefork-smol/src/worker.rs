@@ -183,8 +183,9 @@ impl Worker {
 
     /// The worker's handle on the master's balance table ([`prefork_core::balance`]): an accept
     /// loop of your own calls [`Balance::admit`](prefork_core::balance::Balance::admit) (with
-    /// `async_io::Timer::after`) before each `accept`; [`serve`](crate::serve) does. Disabled
-    /// in a standalone process.
+    /// `smol::future::yield_now`) before each `accept` and wraps the accept in
+    /// [`Balance::parked`](prefork_core::balance::Balance::parked); [`serve`](crate::serve)
+    /// does, and the executor reports its idle threads. Disabled in a standalone process.
     pub fn balance(&self) -> prefork_core::balance::Balance {
         self.core.balance()
     }

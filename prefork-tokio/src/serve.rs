@@ -141,8 +141,9 @@ where
     tracing::debug!(worker = child.id(), ?addrs, "accepting");
     child.ready()?;
 
-    // A worker over its share of the open connections leaves the shared queue to the others
-    // for a moment (prefork_core::balance).
+    // A worker over its share of the open connections leaves a new connection to an idle
+    // worker holding fewer (prefork_core::balance): it yields before accepting, and marks
+    // itself parked while it waits for a connection.
     let balance = child.balance();
     let mut next = 0;
     let reason = loop {
@@ -150,13 +151,14 @@ where
             tokio::select! {
                 biased;
                 reason = &mut shutdown => break reason,
-                () = balance.admit(tokio::time::sleep) => {}
+                () = balance.admit(tokio::task::yield_now) => {}
             }
         }
+        let accept = balance.parked(poll_fn(|cx| poll_accept_any(&listeners, &mut next, cx)));
         let accepted = tokio::select! {
             biased;
             reason = &mut shutdown => break reason,
-            accepted = poll_fn(|cx| poll_accept_any(&listeners, &mut next, cx)) => accepted,
+            accepted = accept => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {

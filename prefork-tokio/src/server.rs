@@ -150,7 +150,7 @@ impl Server {
         }
         let threads = self.threads;
         self.prefork.run(move |worker| {
-            let runtime = build_runtime(threads)?;
+            let runtime = build_runtime(threads, Some(worker.balance()))?;
             let result = runtime.block_on(async move { main(Worker::from_core(worker)?).await });
             // Whatever is still running (connections past the drain budget, blocking
             // tasks) is abandoned: the process is about to exit.
@@ -247,7 +247,10 @@ pub(crate) fn refuse_nested_runtime() -> Result<(), Error> {
     Ok(())
 }
 
-fn build_runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
+fn build_runtime(
+    threads: usize,
+    balance: Option<prefork_core::balance::Balance>,
+) -> io::Result<tokio::runtime::Runtime> {
     let mut builder = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -255,6 +258,15 @@ fn build_runtime(threads: usize) -> io::Result<tokio::runtime::Runtime> {
         b.worker_threads(threads);
         b
     };
+    // The balance table learns when the worker is idle: a worker over its share leaves a new
+    // connection to an idle one.
+    if let Some(b) = balance.filter(|b| b.is_enabled()) {
+        let idle = b.runtime_idle(threads);
+        let unpark = idle.clone();
+        builder
+            .on_thread_park(move || idle.park())
+            .on_thread_unpark(move || unpark.unpark());
+    }
     builder.enable_all().build().map_err(|e| {
         io::Error::new(
             e.kind(),

@@ -209,8 +209,11 @@ impl Worker {
     }
 
     /// The worker's handle on the master's balance table ([`prefork_core::balance`]): an accept
-    /// loop of your own calls [`Balance::admit`](prefork_core::balance::Balance::admit) before
-    /// each `accept` ([`Worker::serve`] does). Disabled in a standalone context.
+    /// loop of your own calls [`Balance::admit`](prefork_core::balance::Balance::admit) (with
+    /// `tokio::task::yield_now`) before each `accept` and wraps the accept in
+    /// [`Balance::parked`](prefork_core::balance::Balance::parked) ([`Worker::serve`]
+    /// does; the runtime the builder starts reports its idle threads). Disabled in a standalone
+    /// context.
     pub fn balance(&self) -> prefork_core::balance::Balance {
         self.core.balance()
     }

@@ -42,7 +42,8 @@
 //!
 //! - **Listeners.** By default the master binds (`SO_REUSEADDR`, backlog from
 //!   `/proc/sys/net/core/somaxconn`) and every worker inherits the socket at fd 3, 4, ...: all
-//!   accept from one queue, and a stopping worker loses nothing. With
+//!   accept from one queue, and a stopping worker loses nothing; a shared table keeps a burst
+//!   of connections spread over the workers ([`balance`], [`Prefork::balance`]). With
 //!   [`Prefork::reuseport`] each worker binds its own `SO_REUSEPORT` socket instead (Linux
 //!   only). Every other descriptor stays close-on-exec.
 //! - **Where services run.** Under systemd socket activation the master uses the passed

@@ -1,14 +1,14 @@
 //! Balanced accept on the real `std_hello`: a burst of connections opened at once is spread
-//! over every worker (issue 16).
+//! over every worker (issue 16; on by default).
 
 #[test]
-fn a_burst_of_64_connections_spreads_over_4_workers() {
+fn a_burst_of_64_connections_spreads_over_2_4_and_8_workers() {
     prefork_testutil::ops::burst_is_balanced(&prefork_testutil::example_bin("std_hello"), &[]);
 }
 
 /// The measurement behind the figures (not a check): for N = 2, 4, 8, three bursts of 64
 /// connections each, printed per worker. `BALANCE_BIN` picks the program (default: std_hello),
-/// e.g. a release build of another adapter's contract program; run the master with
+/// e.g. a release build of another adapter's contract program; run it with
 /// `PREFORK_BALANCE=off` in the environment for the unbalanced figures.
 ///
 /// `BALANCE_BIN=target/release/examples/hyper_hello cargo test -p prefork-core --test balance

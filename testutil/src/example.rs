@@ -18,9 +18,10 @@ pub struct Args {
     /// One SO_REUSEPORT socket per worker instead of one shared socket.
     #[arg(long)]
     pub reuseport: bool,
-    /// Balanced accept across the workers (the shared connection table).
+    /// Turn off balanced accept across the workers (the shared connection table; on by
+    /// default).
     #[arg(long)]
-    pub balance: bool,
+    pub no_balance: bool,
     /// Serve from one process with the framework's usual multi-threaded set-up (the baseline).
     #[arg(long)]
     pub no_prefork: bool,
@@ -106,7 +107,7 @@ impl Args {
     pub fn prefork(&self) -> prefork_core::Prefork {
         let mut prefork = prefork_core::Prefork::new(self.addr.as_str())
             .reuseport(self.reuseport)
-            .balance(self.balance)
+            .balance(!self.no_balance)
             .shutdown_timeout(self.shutdown_timeout());
         if let Some(n) = self.workers {
             prefork = prefork.workers(n);

@@ -111,13 +111,7 @@ pub fn burst_with_log(
     extra: &[&str],
 ) -> (std::collections::BTreeMap<u32, usize>, String) {
     let n = workers.to_string();
-    let mut args = vec![
-        "--addr",
-        "127.0.0.1:0",
-        "--workers",
-        n.as_str(),
-        "--balance",
-    ];
+    let mut args = vec!["--addr", "127.0.0.1:0", "--workers", n.as_str()];
     args.extend_from_slice(extra);
     let s = Server::start(&bin.to_path_buf(), &args);
     // Every worker is ready (and so counted in the balance table). No warm-up requests: their
@@ -127,18 +121,34 @@ pub fn burst_with_log(
     (per, s.log())
 }
 
-/// The balance goal: a burst of 64 connections opened at once to 4 workers leaves every worker
-/// holding between 0.5× and 1.5× of its share (8..=24). Only the distribution is asserted, no
-/// timing.
+/// The balance goal, with balancing on (the default): a burst of 64 connections opened at once
+/// to 2 and 4 workers leaves every worker holding between 0.5× and 1.5× of its share (64 / N:
+/// 16..=48, 8..=24); to 8 workers, every worker holds some and none more than twice its share
+/// (1..=16: with 8 workers on a busy 2-core machine a worker waiting for a core now and then
+/// ends just outside 0.5×–1.5×). Only the distribution is asserted, no timing; without
+/// balancing one worker takes nearly the whole burst (64/0, 58/6/0/0, 56/8/0/0/0/0/0/0).
 pub fn burst_is_balanced(bin: &Path, extra: &[&str]) {
-    let (per, log) = burst_with_log(bin, 4, extra);
-    assert!(!per.contains_key(&0), "failed connections: {per:?}\n{log}");
-    assert_eq!(per.len(), 4, "every worker holds some: {per:?}\n{log}");
-    for (pid, n) in &per {
-        assert!(
-            (8..=24).contains(n),
-            "worker {pid} holds {n} of 64 connections, outside 8..=24: {per:?}\n{log}"
+    for workers in [2, 4, 8] {
+        let share = 64 / workers;
+        let fair = if workers < 8 {
+            share / 2..=share * 3 / 2
+        } else {
+            1..=share * 2
+        };
+        let (per, log) = burst_with_log(bin, workers, extra);
+        assert!(!per.contains_key(&0), "failed connections: {per:?}\n{log}");
+        assert_eq!(
+            per.len(),
+            workers,
+            "every one of {workers} workers holds some: {per:?}\n{log}"
         );
+        for (pid, n) in &per {
+            assert!(
+                fair.contains(n),
+                "{workers} workers: worker {pid} holds {n} of 64 connections, outside {fair:?}: \
+                 {per:?}\n{log}"
+            );
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use actix_web::dev::{AppConfig, Response, Service, ServiceFactory};
 use actix_web::{Error, HttpServer};
 use prefork_core::{Drain, Worker};
 
+use crate::balance::Steer;
 use crate::config::{OnConnect, Server};
 use crate::middleware::{PreforkConn, WorkerState};
 use crate::worker;
@@ -128,15 +129,17 @@ where
                 WorkerState::install(Drain::for_worker(&child), Some(child.heartbeat()), threads);
             // The descriptors actix's accept thread will own, closed by the drain.
             let mut listener_fds = Vec::new();
+            let steer = Steer::new(child.balance());
             let server = attach(
                 self,
                 &mut child,
                 threads,
                 &state,
+                &steer,
                 on_connect,
                 &mut listener_fds,
             )?;
-            worker::run(server.run(), &child, &state, &listener_fds)
+            worker::run(server.run(), &child, &state, &steer, &listener_fds)
         })?;
         Ok(())
     }
@@ -148,6 +151,7 @@ fn attach<F, I, S, B>(
     child: &mut Worker,
     threads: usize,
     state: &Arc<WorkerState>,
+    steer: &Arc<Steer>,
     user_on_connect: Option<OnConnect>,
     listener_fds: &mut Vec<RawFd>,
 ) -> io::Result<HttpServer<F, I, S, B>>
@@ -170,6 +174,7 @@ where
         ));
     }
     let drain = state.drain.clone();
+    let steer = steer.clone();
     let mut server = server
         .workers(threads)
         .disable_signals()
@@ -178,6 +183,7 @@ where
                 drain: drain.connection(),
                 idle: crate::idle::register(io),
             });
+            steer.accepted();
             if let Some(user) = &user_on_connect {
                 user(io, data);
             }

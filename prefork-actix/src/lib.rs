@@ -215,6 +215,7 @@
 // One exception, in `worker.rs`: closing the listener copies that actix-server still owns.
 #![deny(unsafe_code)]
 
+mod balance;
 mod config;
 mod ext;
 mod idle;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use prefork_core::Worker;
 
+use crate::balance::Steer;
 use crate::middleware::WorkerState;
 
 /// How long the drain lets actix's accept thread act on `pause` before this worker's listener
@@ -25,17 +26,20 @@ pub(crate) fn run(
     server: Server,
     child: &Worker,
     state: &Arc<WorkerState>,
+    steer: &Steer,
     listener_fds: &[RawFd],
 ) -> io::Result<()> {
     if tokio::runtime::Handle::try_current().is_err() {
-        return run_here(server, child, state, listener_fds);
+        return run_here(server, child, state, steer, listener_fds);
     }
     // Inside `#[actix_web::main]` (or `#[tokio::main]`): this thread is busy running the caller's
     // runtime, blocked in this call; the server gets its own thread and System.
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("prefork-actix".to_owned())
-            .spawn_scoped(scope, || run_here(server, child, state, listener_fds))
+            .spawn_scoped(scope, || {
+                run_here(server, child, state, steer, listener_fds)
+            })
             .map_err(|e| io::Error::new(e.kind(), format!("starting the server thread: {e}")))?;
         thread
             .join()
@@ -47,13 +51,20 @@ fn run_here(
     server: Server,
     child: &Worker,
     state: &Arc<WorkerState>,
+    steer: &Steer,
     listener_fds: &[RawFd],
 ) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| io::Error::new(e.kind(), format!("starting the async runtime: {e}")))?;
-    actix_rt::System::with_tokio_rt(|| runtime).block_on(drive(server, child, state, listener_fds))
+    actix_rt::System::with_tokio_rt(|| runtime).block_on(drive(
+        server,
+        child,
+        state,
+        steer,
+        listener_fds,
+    ))
 }
 
 /// Polls `fut` and the server together: `Err` with the server's result if it ended first.
@@ -90,6 +101,7 @@ async fn drive(
     mut server: Server,
     child: &Worker,
     state: &Arc<WorkerState>,
+    steer: &Steer,
     listener_fds: &[RawFd],
 ) -> io::Result<()> {
     let handle = server.handle();
@@ -104,7 +116,15 @@ async fn drive(
         tracing::warn!(error = %e, "cannot report ready to the master");
     }
 
-    let reason = match alongside(&mut server, child.shutdown()).await {
+    // Until the shutdown notification, actix's accept thread is paused and resumed as the
+    // balance table says (crate::balance); the drain then pauses it for good.
+    let serving = async {
+        tokio::select! {
+            reason = child.shutdown() => reason,
+            never = steer.run(handle.clone()) => match never {},
+        }
+    };
+    let reason = match alongside(&mut server, serving).await {
         Ok(reason) => reason,
         Err(result) => return result,
     };

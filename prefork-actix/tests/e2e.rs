@@ -67,6 +67,15 @@ fn serves_with_one_actix_thread_per_worker_respawns_and_dies_with_the_master() {
     contract::replaces_a_killed_worker_and_dies_with_the_master(s);
 }
 
+/// Balanced accept (on by default): actix's accept thread is paused while the worker is over
+/// its share and another waits in accept, so connections arriving in waves spread over 2, 4
+/// and 8 workers (`ops::waves_are_balanced`). A burst of 64 opened at once is not balanced:
+/// actix's accept thread takes what is queued before a pause reaches it.
+#[test]
+fn connections_in_waves_spread_over_2_4_and_8_workers() {
+    prefork_testutil::ops::waves_are_balanced(&hello(), &[2, 4], &[]);
+}
+
 #[test]
 fn sigterm_drains_a_slow_request() {
     contract::sigterm_drains_a_slow_request(&hello(), &[]);

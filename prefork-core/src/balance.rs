@@ -534,6 +534,19 @@ impl Balance {
         }
     }
 
+    /// Whether this worker, over its share, should leave new connections to the others for
+    /// now: another accepting worker holding fewer is parked in accept (idle, or any when this
+    /// one is far over its share). For an accept loop that cannot be asked before each
+    /// `accept` (actix-server's accept thread): pause it while this is `true`, and resume it
+    /// once it turns `false`. Always `false` when disabled.
+    pub fn should_pause(&self) -> bool {
+        if self.may_accept() {
+            return false;
+        }
+        let mine = self.share().0;
+        self.parked_below(mine, self.far_over()).is_some()
+    }
+
     /// Completes once this worker may accept (see [`Balance::poll_admit`]); `yield_now` is the
     /// runtime's yield (`tokio::task::yield_now`, `smol::future::yield_now`, ...). Each time
     /// it defers, it first yields the CPU to a worker waking up (`sched_yield`, which returns

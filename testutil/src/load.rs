@@ -571,6 +571,52 @@ pub fn connections_per_pid(addr: SocketAddr, n: usize) -> BTreeMap<u32, usize> {
     out.unwrap_or_default()
 }
 
+/// Opens `n` keep-alive connections to `addr` in waves of `wave`: each wave's connections are
+/// opened at once and each asks `GET /pid`, and the next wave starts once every answer of this
+/// one arrived; all stay open until the end. Returns how many connections each worker process
+/// holds (pid 0: failed). Unlike [`connections_per_pid`], a worker sees its earlier waves'
+/// connections counted before the next wave arrives.
+pub fn connections_per_pid_in_waves(
+    addr: SocketAddr,
+    n: usize,
+    wave: usize,
+) -> BTreeMap<u32, usize> {
+    assert!(addr.ip().is_loopback(), "load only on loopback, not {addr}");
+    let out = crate::block_on(async move {
+        let mut held = Vec::new();
+        let mut map = BTreeMap::new();
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(wave.max(1));
+            left -= k;
+            let conns = futures_join_all((0..k).map(|_| async move {
+                let mut sender = connect(addr).await.ok()?;
+                let req = Request::get("/pid")
+                    .header("host", addr.to_string())
+                    .body(Empty::<Bytes>::new())
+                    .ok()?;
+                let resp = sender.send_request(req).await.ok()?;
+                let body = resp.into_body().collect().await.ok()?.to_bytes();
+                let pid = String::from_utf8_lossy(&body).trim().parse::<u32>().ok()?;
+                Some((pid, sender))
+            }))
+            .await;
+            for c in conns {
+                match c {
+                    Some((pid, sender)) => {
+                        *map.entry(pid).or_default() += 1;
+                        held.push(sender);
+                    }
+                    None => *map.entry(0).or_default() += 1,
+                }
+            }
+        }
+        drop(held);
+        map
+    });
+    out.unwrap_or_default()
+}
+
 /// Runs every future concurrently on the current task's runtime and returns their outputs in
 /// order.
 async fn futures_join_all<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>

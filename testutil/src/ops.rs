@@ -153,6 +153,41 @@ pub fn burst_is_balanced(bin: &Path, extra: &[&str]) {
     }
 }
 
+/// Balanced accept where the accept loop cannot be asked before each `accept` (actix-web's
+/// accept thread, paused and resumed from outside): 64 connections opened in waves of 8 (each
+/// wave answered before the next opens) to each of `counts` workers leave every worker holding
+/// some and none more than 1.5× its share. No timing in the assertion.
+pub fn waves_are_balanced(bin: &Path, counts: &[usize], extra: &[&str]) {
+    for &workers in counts {
+        let share = 64 / workers;
+        let n = workers.to_string();
+        let mut args = vec!["--addr", "127.0.0.1:0", "--workers", n.as_str()];
+        args.extend_from_slice(extra);
+        let s = Server::start(&bin.to_path_buf(), &args);
+        assert_eq!(s.wait_ready().len(), workers, "{}", s.log());
+        let per = crate::load::connections_per_pid_in_waves(s.addr, 64, 8);
+        assert!(
+            !per.contains_key(&0),
+            "failed connections: {per:?}\n{}",
+            s.log()
+        );
+        assert_eq!(
+            per.len(),
+            workers,
+            "every one of {workers} workers holds some: {per:?}\n{}",
+            s.log()
+        );
+        for (pid, n) in &per {
+            assert!(
+                *n <= share * 3 / 2,
+                "{workers} workers: worker {pid} holds {n} of 64 connections, over 1.5x its \
+                 share of {share}: {per:?}\n{}",
+                s.log()
+            );
+        }
+    }
+}
+
 /// `--addr unix:PATH`: a raw HTTP/1.1 request over a `UnixStream` gets `Hello, World!` from
 /// every worker's accept loop, and SIGTERM drains and exits 0.
 pub fn serves_on_a_unix_socket(bin: &Path) {

@@ -46,7 +46,7 @@ pub(crate) struct BenchArgs {
     )]
     adapters: Vec<Adapter>,
     /// Our modes in the plain and seed scenarios (the others run prefork; pinned also
-    /// no-prefork; stats-off runs in plain only).
+    /// no-prefork; stats-off runs in plain only; no-balance in plain, churn and pinned).
     #[arg(
         long,
         value_enum,

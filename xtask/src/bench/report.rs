@@ -236,8 +236,8 @@ fn verdict(ours: &[f64], other: &[f64], ratios: &[f64]) -> &'static str {
 }
 
 /// Every prefork configuration of ours against every peer of the same case, and (where both
-/// ran) against the same adapter's `no-prefork` and `prefork-stats-off` (the ratio is then
-/// stats on / stats off); `cpu-affinity` against the same adapter's unpinned `prefork`.
+/// ran) against the same adapter's `no-prefork`, `prefork-stats-off` (the ratio is then
+/// stats on / stats off) and `prefork-no-balance` (balanced / unbalanced); `cpu-affinity` against the same adapter's unpinned `prefork`.
 pub(crate) fn compare(samples: &[Sample]) -> Vec<Comparison> {
     let sums = summarize(samples);
     let mut out = Vec::new();
@@ -253,7 +253,9 @@ pub(crate) fn compare(samples: &[Sample]) -> Vec<Comparison> {
                 } else {
                     o.mode == "peer"
                         || (o.server == ours.server
-                            && (o.mode == "no-prefork" || o.mode == "prefork-stats-off"))
+                            && (o.mode == "no-prefork"
+                                || o.mode == "prefork-stats-off"
+                                || o.mode == "prefork-no-balance"))
                 }
         });
         for other in others {
@@ -387,7 +389,7 @@ pub(crate) fn markdown(samples: &[Sample]) -> String {
     let cmp = compare(samples);
     if !cmp.is_empty() {
         let _ = writeln!(md, "### Ours against the others, round by round\n");
-        let _ = writeln!(md, "Ratios are ours / other within the same round: median (min–max); against `prefork-stats-off` the ratio is stats on / stats off, the hot-path cost of counting and heartbeats. A verdict says higher or lower only where the spreads do not overlap or the ratio is on the same side of 1 in every round.\n");
+        let _ = writeln!(md, "Ratios are ours / other within the same round: median (min–max); against `prefork-stats-off` the ratio is stats on / stats off, the hot-path cost of counting and heartbeats; against `prefork-no-balance` it is balanced accept on / off. A verdict says higher or lower only where the spreads do not overlap or the ratio is on the same side of 1 in every round.\n");
         let _ = writeln!(
             md,
             "| case | ours | other | rps ratio | rps | p99 ratio | p99 |"

@@ -107,21 +107,27 @@ pub(crate) fn cases(scenario: Scenario, c10k_conns: usize) -> Vec<Case> {
 }
 
 /// The servers a case runs: ours in prefork mode (every `--modes` in plain and seed, but
-/// stats-off in plain only; also `--no-prefork` in pinned), then the peers that can serve it.
+/// stats-off in plain only, no-balance in plain, churn and pinned; also `--no-prefork` in
+/// pinned), then the peers that can serve it.
 pub(crate) fn targets(
     case: &Case,
     adapters: &[Adapter],
     modes: &[Mode],
     peers: &[Peer],
 ) -> Vec<Target> {
+    let no_balance = modes.contains(&Mode::NoBalance).then_some(Mode::NoBalance);
     let modes: Vec<Mode> = match case.scenario {
         Scenario::Plain => modes.to_vec(),
         Scenario::Seed => modes
             .iter()
             .copied()
-            .filter(|&m| m != Mode::StatsOff)
+            .filter(|&m| m != Mode::StatsOff && m != Mode::NoBalance)
             .collect(),
-        Scenario::Pinned => vec![Mode::Prefork, Mode::NoPrefork],
+        Scenario::Pinned => [Mode::Prefork, Mode::NoPrefork]
+            .into_iter()
+            .chain(no_balance)
+            .collect(),
+        Scenario::Churn => [Mode::Prefork].into_iter().chain(no_balance).collect(),
         _ => vec![Mode::Prefork],
     };
     let mut out = Vec::new();
@@ -170,7 +176,7 @@ pub(crate) fn run(target: Target, case: &Case, round: usize, s: &Settings) -> Re
     // Ours with counting workers: how the requests spread over them, from the master's stats
     // (not in reload, whose workers are replaced in the middle of the run).
     let control = match target {
-        Target::Ours(_, Mode::Prefork | Mode::Reuseport | Mode::Pinned)
+        Target::Ours(_, Mode::Prefork | Mode::Reuseport | Mode::Pinned | Mode::NoBalance)
             if workers > 1 && !reload =>
         {
             Some(

@@ -85,6 +85,10 @@ pub(crate) enum Mode {
     /// As prefork, with stats and heartbeats off (`--no-stats`: no counting, no watchdog): the
     /// hot-path cost of both, against prefork in the same rounds (plain scenario only).
     StatsOff,
+    /// As prefork, with balanced accept off (`--no-balance`: every worker accepts whatever it
+    /// can, as a plain shared socket does), against prefork in the same rounds (plain, churn
+    /// and pinned scenarios).
+    NoBalance,
 }
 
 impl Mode {
@@ -95,6 +99,7 @@ impl Mode {
             Mode::Pinned => "cpu-affinity",
             Mode::NoPrefork => "no-prefork",
             Mode::StatsOff => "prefork-stats-off",
+            Mode::NoBalance => "prefork-no-balance",
         }
     }
 }
@@ -294,6 +299,9 @@ pub(crate) fn command(target: Target, launch: &Launch<'_>) -> Result<Command> {
                 }
                 Mode::StatsOff => {
                     c.arg("--no-stats");
+                }
+                Mode::NoBalance => {
+                    c.arg("--no-balance");
                 }
             }
             if let Some(path) = launch.control_socket {

@@ -212,8 +212,9 @@
 //! ...) come from [`prefork_core`], actix-server logs its own start and stop, and this crate logs
 //! only at debug level.
 #![cfg_attr(docsrs, feature(doc_cfg))]
-// One exception, in `worker.rs`: closing the listener copies that actix-server still owns.
-#![deny(unsafe_code)]
+// The one descriptor operation that needs `unsafe` (closing the listener copies actix-server
+// still owns) is prefork-core's `accept::HandedOffListener`.
+#![forbid(unsafe_code)]
 
 mod config;
 mod ext;

@@ -1,6 +1,5 @@
 //! The extension trait on `actix_web::HttpServer`: supervise in the master, serve in a worker.
 
-use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::{fmt, io};
 
@@ -9,6 +8,7 @@ use actix_service::IntoServiceFactory;
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Response, Service, ServiceFactory};
 use actix_web::{Error, HttpServer};
+use prefork_core::accept::HandedOffListener;
 use prefork_core::{Drain, Worker};
 
 use crate::balance::Steer;
@@ -127,8 +127,8 @@ where
         prefork.run(|mut child| {
             let state =
                 WorkerState::install(Drain::for_worker(&child), Some(child.heartbeat()), threads);
-            // The descriptors actix's accept thread will own, closed by the drain.
-            let mut listener_fds = Vec::new();
+            // The listeners actix's accept thread will own, closed by the drain.
+            let mut handed_off = Vec::new();
             let steer = Steer::new(child.balance());
             let server = attach(
                 self,
@@ -137,9 +137,9 @@ where
                 &state,
                 &steer,
                 on_connect,
-                &mut listener_fds,
+                &mut handed_off,
             )?;
-            worker::run(server.run(), &child, &state, &steer, &listener_fds)
+            worker::run(server.run(), &child, &state, &steer, handed_off)
         })?;
         Ok(())
     }
@@ -153,7 +153,7 @@ fn attach<F, I, S, B>(
     state: &Arc<WorkerState>,
     steer: &Arc<Steer>,
     user_on_connect: Option<OnConnect>,
-    listener_fds: &mut Vec<RawFd>,
+    handed_off: &mut Vec<HandedOffListener>,
 ) -> io::Result<HttpServer<F, I, S, B>>
 where
     F: Fn() -> I + Send + Clone + 'static,
@@ -196,7 +196,7 @@ where
     }
     for listener in child.take_listeners() {
         let addr = listener.local_addr()?;
-        listener_fds.push(listener.as_raw_fd());
+        handed_off.push(HandedOffListener::of(&listener)?);
         #[cfg(feature = "tls")]
         let attached = match &tls {
             Some(config) => server.listen_rustls_0_23(listener, config.clone()),
@@ -214,7 +214,7 @@ where
             .ok()
             .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
             .unwrap_or_else(|| "a unix socket".to_owned());
-        listener_fds.push(listener.as_raw_fd());
+        handed_off.push(HandedOffListener::of(&listener)?);
         server = server
             .listen_uds(listener)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot serve on unix:{path}: {e}")))?;

@@ -206,14 +206,20 @@
 //! - **Handshake timeout:** [`TlsConfig::handshake_timeout`] (default 10 s) becomes actix's
 //!   `tls_handshake_timeout`, so a client that stalls mid-handshake loses its connection. A
 //!   failed handshake (plain HTTP, garbage, a stall) costs that connection only.
+//! - **Plain HTTP on the TLS port is not answered `400`** here, unlike the other adapters: the
+//!   client gets rustls's fatal `decode_error` alert and the close. actix-web's `HttpServer`
+//!   puts actix-tls's acceptor straight after the accept, with no hook before the handshake,
+//!   and keeps the app factory and its settings (keep-alive, timeouts, ...) private, so the
+//!   adapter, which is handed the `HttpServer`, cannot put a peek at the first bytes in front.
 //!
 //! # Logging
 //! Through [`tracing`]: the master's lines (`listening`, `worker started`, `all workers ready`,
 //! ...) come from [`prefork_core`], actix-server logs its own start and stop, and this crate logs
 //! only at debug level.
 #![cfg_attr(docsrs, feature(doc_cfg))]
-// One exception, in `worker.rs`: closing the listener copies that actix-server still owns.
-#![deny(unsafe_code)]
+// The one descriptor operation that needs `unsafe` (closing the listener copies actix-server
+// still owns) is prefork-core's `accept::HandedOffListener`.
+#![forbid(unsafe_code)]
 
 mod balance;
 mod config;

@@ -3,13 +3,13 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use prefork_core::accept::HandedOffListener;
 use prefork_core::Worker;
 
 use crate::balance::Steer;
@@ -27,19 +27,17 @@ pub(crate) fn run(
     child: &Worker,
     state: &Arc<WorkerState>,
     steer: &Steer,
-    listener_fds: &[RawFd],
+    handed_off: Vec<HandedOffListener>,
 ) -> io::Result<()> {
     if tokio::runtime::Handle::try_current().is_err() {
-        return run_here(server, child, state, steer, listener_fds);
+        return run_here(server, child, state, steer, handed_off);
     }
     // Inside `#[actix_web::main]` (or `#[tokio::main]`): this thread is busy running the caller's
     // runtime, blocked in this call; the server gets its own thread and System.
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("prefork-actix".to_owned())
-            .spawn_scoped(scope, || {
-                run_here(server, child, state, steer, listener_fds)
-            })
+            .spawn_scoped(scope, || run_here(server, child, state, steer, handed_off))
             .map_err(|e| io::Error::new(e.kind(), format!("starting the server thread: {e}")))?;
         thread
             .join()
@@ -52,19 +50,14 @@ fn run_here(
     child: &Worker,
     state: &Arc<WorkerState>,
     steer: &Steer,
-    listener_fds: &[RawFd],
+    handed_off: Vec<HandedOffListener>,
 ) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| io::Error::new(e.kind(), format!("starting the async runtime: {e}")))?;
-    actix_rt::System::with_tokio_rt(|| runtime).block_on(drive(
-        server,
-        child,
-        state,
-        steer,
-        listener_fds,
-    ))
+    actix_rt::System::with_tokio_rt(|| runtime)
+        .block_on(drive(server, child, state, steer, handed_off))
 }
 
 /// Polls `fut` and the server together: `Err` with the server's result if it ended first.
@@ -102,7 +95,7 @@ async fn drive(
     child: &Worker,
     state: &Arc<WorkerState>,
     steer: &Steer,
-    listener_fds: &[RawFd],
+    handed_off: Vec<HandedOffListener>,
 ) -> io::Result<()> {
     let handle = server.handle();
     // The first poll starts the server, blocking until every actix worker has built its app;
@@ -143,7 +136,7 @@ async fn drive(
     if let Err(result) = paused {
         return result;
     }
-    close_listener_copies(listener_fds);
+    close_listener_copies(handed_off);
     let closed = alongside(
         &mut server,
         tokio::time::timeout_at(deadline, drain.closed()),
@@ -195,26 +188,16 @@ fn fallback_heartbeat(
 }
 
 /// Closes this process's copies of the listening sockets while actix's accept thread, paused,
-/// leaves them alone: each descriptor is atomically replaced by one on `/dev/null`, so the
-/// listening socket's reference is dropped now and the accept thread closes only `/dev/null`
-/// when it stops.
-#[allow(unsafe_code)]
-fn close_listener_copies(fds: &[RawFd]) {
-    let devnull = match std::fs::File::open("/dev/null") {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot open /dev/null; the listeners close at exit");
-            return;
-        }
-    };
-    for &fd in fds {
-        // SAFETY: `fd` is a listener descriptor owned by actix's accept thread, which is paused
-        // (it neither polls nor accepts on it) and closes it only when the server is dropped;
-        // `dup3` replaces it atomically, so that number stays open (on /dev/null) until then.
-        let r = unsafe { libc::dup3(devnull.as_raw_fd(), fd, libc::O_CLOEXEC) };
-        if r < 0 {
-            tracing::warn!(fd, error = %io::Error::last_os_error(), "closing a listener copy");
+/// leaves them alone ([`HandedOffListener::close_socket`]: each descriptor is atomically replaced
+/// by one on `/dev/null`, so the listening socket's reference is dropped now and the accept thread
+/// closes only `/dev/null` when it stops). A copy that cannot be closed is logged and closes when
+/// the server is dropped.
+fn close_listener_copies(handed_off: Vec<HandedOffListener>) {
+    let count = handed_off.len();
+    for listener in handed_off {
+        if let Err(e) = listener.close_socket() {
+            tracing::warn!(error = %e, "the listener stays open until the server stops");
         }
     }
-    tracing::debug!(listeners = fds.len(), "listener copies closed");
+    tracing::debug!(listeners = count, "listener copies closed");
 }

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use prefork_testutil::{
-    alive, assert_all_gone, contract, get, ops, wait_for_distinct_pids, wait_until, Server, Sig,
-    DEADLINE,
+    alive, assert_all_gone, contract, get, ops, raw_get, read_response, server_has_read,
+    tcp_sockets, wait_for_distinct_pids, wait_until, Server, Sig, DEADLINE,
 };
 
 /// actix-web's `HttpServer::listen` speaks HTTP/1.1 only on plain TCP (h2c would need
@@ -185,6 +185,59 @@ fn drain_under_load_loses_nothing() {
 #[test]
 fn drain_grace_closes_idle_keepalive_connections() {
     contract::drain_grace_closes_idle_keepalive_connections(&hello(), &[]);
+}
+
+/// On a final stop the listening socket closes at once, while a slow request is still in flight
+/// on a draining worker: that worker lets go of the listener copy actix's accept thread owns
+/// (prefork-core's `HandedOffListener`), so new connections are refused rather than queued where
+/// nobody accepts them. Without it the socket would listen on until the slow request had ended
+/// and its worker exited.
+#[test]
+fn a_final_stop_closes_the_listening_socket_while_a_slow_request_drains() {
+    let mut s = contract::start(
+        &hello(),
+        &["--sleep-ms", "5000", "--shutdown-timeout-ms", "60000"],
+    );
+    let workers = s.wait_ready();
+    let listening = |s: &Server| tcp_sockets(s.addr).iter().any(|t| t.listening);
+    assert!(listening(&s), "no listening socket on {}", s.addr);
+
+    // A slow request in a worker's hands (read from the socket), answered on another thread.
+    let mut conn = std::net::TcpStream::connect(s.addr).unwrap();
+    raw_get(&mut conn, "/pid");
+    write!(conn, "GET / HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    let client = conn.local_addr().unwrap();
+    assert!(
+        wait_until(DEADLINE, || server_has_read(s.addr, client)),
+        "the server never read the request; log:\n{}",
+        s.log()
+    );
+    let slow = std::thread::spawn(move || (read_response(&mut conn), Instant::now()));
+
+    s.signal(Sig::SIGTERM);
+    assert!(
+        wait_until(DEADLINE, || !listening(&s)),
+        "the listening socket stayed open; log:\n{}",
+        s.log()
+    );
+    let closed_at = Instant::now();
+    let refused = std::net::TcpStream::connect(s.addr).unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "{refused}"
+    );
+
+    let (answer, answered_at) = slow.join().unwrap();
+    assert_eq!(answer, "Hello, World!", "the in-flight request completes");
+    assert!(
+        closed_at < answered_at,
+        "the listener closed only after the slow request had ended; log:\n{}",
+        s.log()
+    );
+    let status = s.wait_exit(DEADLINE).expect("the master exits");
+    assert!(status.success(), "{status:?}; log:\n{}", s.log());
+    assert_all_gone(workers, &s.log());
 }
 
 #[test]

@@ -1,8 +1,11 @@
 //! What every adapter's accept loop shares: which accept errors concern one connection only,
-//! what to say when the process runs out of descriptors, and how a TLS port tells and answers
-//! plain HTTP.
+//! what to say when the process runs out of descriptors, how a TLS port tells and answers
+//! plain HTTP, and how a worker lets go of a listener it handed to a server that owns it
+//! ([`HandedOffListener`]).
 
 use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Whether an `accept` error concerns the one connection being accepted (the peer gave up
 /// before it was accepted), not the listener: skip it and accept the next at once.
@@ -100,6 +103,130 @@ This port expects HTTPS (TLS); plain HTTP was sent.\n";
 /// reset can destroy the answer before the client has read it.
 pub const PLAIN_HTTP_READ_LIMIT: u64 = 64 * 1024;
 
+/// A listening socket's descriptor handed to a server that owns it from then on (as
+/// actix-server's accept thread owns the listeners actix-web is given), remembered so that this
+/// process can let go of the socket while that server still holds the descriptor number:
+/// [`close_socket`](HandedOffListener::close_socket).
+///
+/// Why: when a worker drains it stops accepting and must drop its reference to the listening
+/// socket at once (with one shared socket the other workers keep accepting from its queue; on a
+/// final stop, once every copy is closed, new connections are refused instead of waiting in a
+/// queue that nobody reads), but a server that owns its listeners closes them only when it is
+/// dropped, after the drain.
+#[derive(Debug)]
+pub struct HandedOffListener {
+    fd: RawFd,
+    /// The socket's identity (device and inode, from `fstat`) when it was remembered.
+    dev: u64,
+    ino: u64,
+    /// The listener's address, for messages: `127.0.0.1:8080` or `unix:/path`.
+    name: String,
+}
+
+impl HandedOffListener {
+    /// Remembers `listener`'s descriptor: its number, the socket's identity (device and inode)
+    /// and its address (for messages). Call it before the listener is handed over.
+    ///
+    /// # Errors
+    /// `fstat` fails on the descriptor (the message names the descriptor).
+    pub fn of(listener: &impl AsFd) -> io::Result<Self> {
+        let fd = listener.as_fd();
+        let name = socket_name(fd);
+        let (dev, ino) = identity(fd).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "listener {name} (fd {}): cannot read its identity (fstat): {e}",
+                    fd.as_raw_fd()
+                ),
+            )
+        })?;
+        Ok(HandedOffListener {
+            fd: fd.as_raw_fd(),
+            dev,
+            ino,
+            name,
+        })
+    }
+
+    /// The listener's address as remembered: `127.0.0.1:8080`, `unix:/path`, or `?`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Drops this process's reference to the listening socket now: the descriptor number is
+    /// atomically made to refer to `/dev/null` instead (`dup3` with `O_CLOEXEC`; `dup2`, then
+    /// close-on-exec, where `dup3` does not exist), so the number stays open and the owner, when
+    /// it closes the listener later, closes only `/dev/null`.
+    ///
+    /// The owner must no longer use the descriptor as a listener (actix's accept thread is
+    /// paused first) and must not close it while this runs. If the number no longer names the
+    /// socket it named when remembered (the owner closed it and the number was reused), nothing
+    /// is changed and an error says so; that check cannot catch a close that races with this
+    /// call, which is why the owner must not close the descriptor meanwhile.
+    ///
+    /// # Errors
+    /// Each names the listener's address and descriptor: `/dev/null` cannot be opened, the
+    /// descriptor no longer names the remembered socket, or `dup3` fails.
+    pub fn close_socket(self) -> io::Result<()> {
+        let HandedOffListener { fd, dev, ino, name } = self;
+        let what = format!("closing this process's copy of listener {name} (fd {fd})");
+        let devnull = std::fs::File::open("/dev/null")
+            .map_err(|e| io::Error::new(e.kind(), format!("{what}: cannot open /dev/null: {e}")))?;
+        // SAFETY: `fstat` on any descriptor number is harmless (EBADF if it is not open); the
+        // borrow is used for this one call only.
+        let current = identity(unsafe { BorrowedFd::borrow_raw(fd) });
+        if current.ok() != Some((dev, ino)) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{what}: the descriptor no longer names that socket; left as it is"),
+            ));
+        }
+        // SAFETY: `fd` is open and names the remembered socket (checked just above); its owner
+        // neither uses nor closes it while this runs (this function's contract). The `OwnedFd`
+        // is never dropped (`ManuallyDrop`): the owner keeps the number and closes it later.
+        let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        replace_with(&devnull, &mut target)
+            .map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))?;
+        tracing::debug!(listener = %name, fd, "listener copy closed");
+        Ok(())
+    }
+}
+
+/// Makes `target`'s number refer to what `source` refers to, close-on-exec, atomically.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+fn replace_with(source: &impl AsFd, target: &mut OwnedFd) -> io::Result<()> {
+    nix::unistd::dup3(source, target, nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("dup3: {e}")))
+}
+
+/// Makes `target`'s number refer to what `source` refers to (`dup2`), then close-on-exec.
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+fn replace_with(source: &impl AsFd, target: &mut OwnedFd) -> io::Result<()> {
+    nix::unistd::dup2(source, target)
+        .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("dup2: {e}")))?;
+    crate::listener::set_cloexec(&*target)
+}
+
+/// A descriptor's identity: device and inode from `fstat`.
+fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    let stat = nix::sys::stat::fstat(fd)?;
+    #[allow(clippy::unnecessary_cast)] // `dev_t` and `ino_t` are not `u64` on every target
+    Ok((stat.st_dev as u64, stat.st_ino as u64))
+}
+
+/// A socket's local address for messages: `127.0.0.1:8080`, `unix:/path`, or `?`.
+fn socket_name(fd: BorrowedFd<'_>) -> String {
+    match socket2::SockRef::from(&fd).local_addr() {
+        Ok(a) => match (a.as_socket(), a.as_pathname()) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(p)) => format!("unix:{}", p.display()),
+            _ => "?".to_owned(),
+        },
+        Err(_) => "?".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +283,58 @@ mod tests {
         assert!(
             head.contains(&format!("\r\ncontent-length: {}", body.len())),
             "{head}"
+        );
+    }
+
+    /// The owner's listener stands in for actix's: handed off, its socket is closed by
+    /// `close_socket` (a connection is refused), while its descriptor number stays open, on
+    /// `/dev/null` and close-on-exec, for the owner to close later.
+    #[test]
+    fn closing_a_handed_off_listener_drops_the_socket_and_keeps_the_number() {
+        use std::os::unix::fs::MetadataExt as _;
+
+        let owner = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = owner.local_addr().unwrap();
+        std::net::TcpStream::connect(addr).expect("listening before");
+        let handed = HandedOffListener::of(&owner).unwrap();
+        assert_eq!(handed.name(), addr.to_string());
+        handed.close_socket().unwrap();
+
+        let e = std::net::TcpStream::connect(addr).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+        let devnull = std::fs::metadata("/dev/null").unwrap();
+        assert_eq!(
+            identity(owner.as_fd()).unwrap(),
+            (devnull.dev(), devnull.ino()),
+            "the number now names /dev/null"
+        );
+        let flags = nix::fcntl::fcntl(owner.as_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert!(
+            nix::fcntl::FdFlag::from_bits_truncate(flags).contains(nix::fcntl::FdFlag::FD_CLOEXEC)
+        );
+        // The owner closes its descriptor (now /dev/null) as usual.
+        drop(owner);
+    }
+
+    /// A number that no longer names the remembered socket (its owner closed it and the number
+    /// was reused) is left alone, and the error says which listener and descriptor.
+    #[test]
+    fn a_reused_descriptor_number_is_left_alone() {
+        let mut owned = OwnedFd::from(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let addr = socket_name(owned.as_fd());
+        let handed = HandedOffListener::of(&owned).unwrap();
+        // The number now names another socket, as if closed and reused.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        nix::unistd::dup2(&other, &mut owned).unwrap();
+        let e = handed.close_socket().unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains(&addr), "{msg}");
+        assert!(msg.contains(&format!("fd {}", owned.as_raw_fd())), "{msg}");
+        assert!(msg.contains("no longer names that socket"), "{msg}");
+        assert_eq!(
+            identity(owned.as_fd()).unwrap(),
+            identity(other.as_fd()).unwrap(),
+            "the number still names the other socket"
         );
     }
 }

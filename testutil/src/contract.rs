@@ -256,15 +256,20 @@ pub fn drain_under_load_loses_nothing(bin: &Path, extra: &[&str]) {
         .unwrap();
     assert!(workers.contains(&victim), "{before:?}");
 
-    // An idle keep-alive connection to the victim (bounded search).
+    // An idle keep-alive connection to the victim (bounded search). The connections that
+    // reached another worker stay open until then: with balanced accept the victim, holding
+    // more than its share, leaves new connections to the others until they hold as many.
     let mut idle = None;
+    let mut elsewhere = Vec::new();
     for _ in 0..200 {
         let mut c = TcpStream::connect(s.addr).unwrap();
         if raw_get(&mut c, "/pid") == victim.to_string() {
             idle = Some(c);
             break;
         }
+        elsewhere.push(c);
     }
+    drop(elsewhere);
     let mut idle = idle.expect("no connection reached the victim worker");
     let before = load.snapshot();
 

@@ -122,6 +122,7 @@
 mod serve;
 mod server;
 mod standalone;
+mod timer;
 #[cfg(feature = "tls")]
 mod tls;
 mod worker;
@@ -169,7 +170,14 @@ pub const DEFAULT_MAX_BUF_SIZE: usize = 8 * 1024;
 /// [`DEFAULT_MAX_BUF_SIZE`] (8 KiB), which halves an idle connection's read buffer. Idle
 /// keep-alive connections are closed after
 /// [`Prefork::keepalive_timeout`](prefork_core::Prefork::keepalive_timeout) (75 s) by the drain
-/// machinery. Tune the builder and pass it to [`Worker::serve_with`]:
+/// machinery.
+///
+/// The HTTP/1 timer is not hyper-util's `TokioTimer`: hyper arms the header read timeout
+/// anew for every request on a keep-alive connection, and this timer makes that a plain
+/// deadline, watched by one tokio timer per connection that moves only when it fires (a
+/// connection served by [`Worker::serve_with`]; elsewhere each deadline gets a tokio timer of
+/// its own, as with `TokioTimer`). A timer set with `http1().timer(..)` replaces it. Tune the
+/// builder and pass it to [`Worker::serve_with`]:
 ///
 /// ```
 /// use std::time::Duration;
@@ -184,7 +192,7 @@ pub const DEFAULT_MAX_BUF_SIZE: usize = 8 * 1024;
 pub fn http_builder() -> HttpBuilder<hyper_util::rt::TokioExecutor> {
     let mut http = HttpBuilder::new(hyper_util::rt::TokioExecutor::new());
     http.http1()
-        .timer(hyper_util::rt::TokioTimer::new())
+        .timer(timer::HeaderTimer)
         .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT)
         .max_buf_size(DEFAULT_MAX_BUF_SIZE);
     http.http2().timer(hyper_util::rt::TokioTimer::new());

@@ -19,6 +19,7 @@ use prefork_core::DrainConn;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
+use crate::timer::Deadlines;
 use crate::worker::Worker;
 use crate::BoxError;
 
@@ -305,6 +306,7 @@ where
     Connection {
         driven: conn.drive(hyper_conn, tokio::time::sleep, |c| c.graceful_shutdown()),
         peer,
+        deadlines: Deadlines::default(),
     }
 }
 
@@ -314,6 +316,8 @@ pin_project_lite::pin_project! {
         #[pin]
         driven: F,
         peer: SocketAddr,
+        // The timer behind hyper's header read timeout (`HeaderTimer`).
+        deadlines: Deadlines,
     }
 }
 
@@ -322,7 +326,8 @@ impl<F: Future<Output = Result<(), BoxError>>> Future for Connection<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        this.driven.poll(cx).map(|result| {
+        let driven = this.driven;
+        this.deadlines.watch(cx, |cx| driven.poll(cx)).map(|result| {
             if let Err(e) = result {
                 tracing::debug!(error = %e, peer = %this.peer, "connection ended with an error");
             }

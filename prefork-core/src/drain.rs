@@ -139,6 +139,7 @@ impl Drain {
                 drain: self.clone(),
                 in_flight: AtomicU32::new(0),
                 activity: AtomicU64::new(0),
+                reading: AtomicBool::new(false),
                 http2: AtomicBool::new(false),
                 _counted: self.inner.counters.connection(),
             }),
@@ -191,6 +192,9 @@ struct ConnInner {
     in_flight: AtomicU32,
     /// Bumped by every read and every request start and end: "something happened".
     activity: AtomicU64,
+    /// A read returned data since the last response was ready: the next request's head has
+    /// begun (or a body is being read).
+    reading: AtomicBool,
     http2: AtomicBool,
     _counted: ConnectionGuard,
 }
@@ -207,6 +211,16 @@ impl DrainConn {
     #[inline]
     pub fn on_read(&self) {
         self.inner.activity.fetch_add(1, Ordering::Relaxed);
+        self.inner.reading.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a read returned data since the last response was ready (or since the
+    /// connection opened): `false` on an idle keep-alive connection waiting for its next
+    /// request, `true` once the client has started sending it. A header read timeout runs only
+    /// while this is `true`; an idle connection is the keep-alive timeout's.
+    #[inline]
+    pub fn is_reading(&self) -> bool {
+        self.inner.reading.load(Ordering::Relaxed)
     }
 
     /// Records a request that reached the service (and counts it); `http2` tells the drain to
@@ -226,6 +240,7 @@ impl DrainConn {
     /// and the connection ends after it.
     #[inline]
     pub fn response_ready(&self) -> bool {
+        self.inner.reading.store(false, Ordering::Relaxed);
         self.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.inner.activity.fetch_add(1, Ordering::Relaxed);
         self.inner.drain.is_draining()

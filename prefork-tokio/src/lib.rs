@@ -148,8 +148,11 @@ pub use prefork_core::{PemFiles, TlsConfig};
 /// The hyper-util connection builder [`Worker::serve_with`] takes.
 pub use hyper_util::server::conn::auto::Builder as HttpBuilder;
 
-/// The default time a client has to send a request's headers: 30 s (hyper's default once a
-/// timer is set; Puma's `first_data_timeout`; nginx's `client_header_timeout` is 60 s).
+/// The default time a client has to send a request's headers, from the head's first byte:
+/// 30 s (hyper's default once a timer is set; Puma's `first_data_timeout`; nginx's
+/// `client_header_timeout` is 60 s). A keep-alive connection waiting, idle, for its next
+/// request is not timed by it but by the keep-alive timeout (75 s) in a connection served by
+/// [`Worker::serve`]; with hyper-util's `TokioTimer` it would be closed after this timeout.
 pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The largest HTTP/1 request head (request line and headers) [`http_builder`] accepts, and
@@ -174,9 +177,10 @@ pub const DEFAULT_MAX_BUF_SIZE: usize = 8 * 1024;
 ///
 /// The HTTP/1 timer is not hyper-util's `TokioTimer`: hyper arms the header read timeout
 /// anew for every request on a keep-alive connection, and this timer makes that a plain
-/// deadline, watched by one tokio timer per connection that moves only when it fires (a
-/// connection served by [`Worker::serve_with`]; elsewhere each deadline gets a tokio timer of
-/// its own, as with `TokioTimer`). A timer set with `http1().timer(..)` replaces it. Tune the
+/// deadline, watched by one tokio timer per connection that moves only when it fires, and
+/// counted from the first byte of a head rather than from the end of the previous response
+/// (a connection served by [`Worker::serve_with`]; elsewhere each deadline gets a tokio timer
+/// of its own, as with `TokioTimer`). A timer set with `http1().timer(..)` replaces it. Tune the
 /// builder and pass it to [`Worker::serve_with`]:
 ///
 /// ```

@@ -307,6 +307,7 @@ where
         driven: conn.drive(hyper_conn, tokio::time::sleep, |c| c.graceful_shutdown()),
         peer,
         deadlines: Deadlines::default(),
+        conn,
     }
 }
 
@@ -318,6 +319,8 @@ pin_project_lite::pin_project! {
         peer: SocketAddr,
         // The timer behind hyper's header read timeout (`HeaderTimer`).
         deadlines: Deadlines,
+        // Whether the connection is reading a request or idle, for that timeout.
+        conn: DrainConn,
     }
 }
 
@@ -327,7 +330,10 @@ impl<F: Future<Output = Result<(), BoxError>>> Future for Connection<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let driven = this.driven;
-        this.deadlines.watch(cx, |cx| driven.poll(cx)).map(|result| {
+        let conn = &*this.conn;
+        this.deadlines
+            .watch(cx, || conn.is_reading(), |cx| driven.poll(cx))
+            .map(|result| {
             if let Err(e) = result {
                 tracing::debug!(error = %e, peer = %this.peer, "connection ended with an error");
             }

@@ -10,12 +10,19 @@
 //! only when it fires, i.e. once per timeout period at most, not per request. Polled anywhere
 //! else (an accept loop of your own using [`http_builder`](crate::http_builder)), the deadline
 //! falls back to a tokio `Sleep` of its own, as `TokioTimer` would.
+//!
+//! hyper also arms the timeout while a keep-alive connection waits, idle, for its next request,
+//! so with `TokioTimer` an idle keep-alive connection is closed after the header read timeout
+//! (30 s) rather than after the keep-alive timeout (75 s). Watched by a connection task, a
+//! deadline armed on an idle connection counts from the first byte of the next head instead
+//! (the connection's [`DrainConn::is_reading`](prefork_core::DrainConn::is_reading)), as
+//! nginx's `client_header_timeout` does: the idle wait is the keep-alive timeout's.
 
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyper::rt::{Sleep, Timer};
 
@@ -32,6 +39,8 @@ impl Timer for HeaderTimer {
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
         Box::pin(Deadline {
             deadline,
+            timeout: deadline.saturating_duration_since(Instant::now()),
+            idle: Idle::No,
             fallback: None,
         })
     }
@@ -40,8 +49,23 @@ impl Timer for HeaderTimer {
 /// One of hyper's timeouts: ready once `deadline` has passed.
 struct Deadline {
     deadline: Instant,
+    /// From arming to `deadline`: how long the head may take from its first byte when the
+    /// deadline was armed on an idle connection.
+    timeout: Duration,
+    idle: Idle,
     /// Outside a connection task that watches deadlines: a tokio timer of its own.
     fallback: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Whether a watched deadline was armed while its connection was idle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Idle {
+    /// Not seen idle: `deadline` counts from arming.
+    No,
+    /// Idle when polled: no deadline until the next head's first byte.
+    Waiting,
+    /// Was idle; `deadline` was moved to the first byte plus `timeout`.
+    Moved,
 }
 
 impl Sleep for Deadline {}
@@ -53,6 +77,23 @@ impl Future for Deadline {
         if self.fallback.is_none() {
             match SCOPE.with(|s| s.get()) {
                 Some(scope) => {
+                    if !scope.reading {
+                        // An idle keep-alive connection: the keep-alive timeout's, not ours.
+                        if self.idle == Idle::No {
+                            self.idle = Idle::Waiting;
+                        }
+                        SCOPE.with(|s| {
+                            s.set(Some(Scope {
+                                waiting: true,
+                                ..scope
+                            }))
+                        });
+                        return Poll::Pending;
+                    }
+                    if self.idle == Idle::Waiting {
+                        self.idle = Idle::Moved;
+                        self.deadline = Instant::now() + self.timeout;
+                    }
                     if scope.passed.is_some_and(|passed| self.deadline <= passed) {
                         return Poll::Ready(());
                     }
@@ -87,6 +128,10 @@ struct Scope {
     passed: Option<Instant>,
     /// The earliest deadline still pending: the task must be woken by then.
     earliest: Option<Instant>,
+    /// The connection has read part of a request since its last response (see [`Idle`]).
+    reading: bool,
+    /// A deadline is waiting for the first byte of a head.
+    waiting: bool,
 }
 
 thread_local! {
@@ -104,29 +149,37 @@ pub(crate) struct Deadlines {
 
 impl Deadlines {
     /// Polls `f` (the connection) so that the [`Deadline`]s it polls rely on this task's timer,
-    /// then sets that timer for the earliest deadline they reported.
+    /// then sets that timer for the earliest deadline they reported. `reading`: whether the
+    /// connection has read part of a request since its last response (see [`Idle`]).
     pub(crate) fn watch<T>(
         &mut self,
         cx: &mut Context<'_>,
+        reading: impl Fn() -> bool,
         f: impl FnOnce(&mut Context<'_>) -> Poll<T>,
     ) -> Poll<T> {
         let passed = match &self.timer {
             Some((at, timer)) if timer.is_elapsed() => Some(*at),
             _ => None,
         };
+        let was_reading = reading();
         let outer = SCOPE.with(|s| {
             s.replace(Some(Scope {
                 passed,
                 earliest: None,
+                reading: was_reading,
+                waiting: false,
             }))
         });
         let out = f(cx);
-        let earliest = SCOPE
-            .with(|s| s.replace(outer))
-            .and_then(|scope| scope.earliest);
+        let scope = SCOPE.with(|s| s.replace(outer));
         if out.is_pending() {
-            if let Some(deadline) = earliest {
+            if let Some(deadline) = scope.and_then(|scope| scope.earliest) {
                 self.wake_by(deadline, cx);
+            }
+            // A deadline saw the connection idle, but the head began later in this same poll
+            // (hyper polls its timer before it reads): poll again, so that its clock starts now.
+            if !was_reading && scope.is_some_and(|scope| scope.waiting) && reading() {
+                cx.waker().wake_by_ref();
             }
         }
         out
@@ -183,7 +236,8 @@ mod tests {
         for _ in 0..2 {
             let start = Instant::now();
             let mut sleep = deadline_in(30);
-            std::future::poll_fn(|cx| deadlines.watch(cx, |cx| sleep.as_mut().poll(cx))).await;
+            std::future::poll_fn(|cx| deadlines.watch(cx, || true, |cx| sleep.as_mut().poll(cx)))
+                .await;
             assert!(start.elapsed() >= Duration::from_millis(30));
         }
         // A later deadline than the timer's: the timer fires first, then moves.
@@ -191,22 +245,27 @@ mod tests {
         let mut first = true;
         let start = Instant::now();
         std::future::poll_fn(|cx| {
-            deadlines.watch(cx, |cx| {
-                if first {
-                    first = false;
-                    // An earlier deadline, dropped before it expires (a head that came in).
-                    let mut early = deadline_in(20);
-                    assert!(early.as_mut().poll(cx).is_pending());
-                }
-                later.as_mut().poll(cx)
-            })
+            deadlines.watch(
+                cx,
+                || true,
+                |cx| {
+                    if first {
+                        first = false;
+                        // An earlier deadline, dropped before it expires (a head that came in).
+                        let mut early = deadline_in(20);
+                        assert!(early.as_mut().poll(cx).is_pending());
+                    }
+                    later.as_mut().poll(cx)
+                },
+            )
         })
         .await;
         assert!(start.elapsed() >= Duration::from_millis(60));
     }
 
-    /// End to end: a served connection that trickles its head is closed after the header read
-    /// timeout, by the connection task's timer.
+    /// End to end: a served keep-alive connection idle for longer than the header read timeout
+    /// stays open, and one that starts a head and stalls is closed the header read timeout
+    /// after the head's first byte, by the connection task's timer.
     #[test]
     fn a_trickled_head_is_cut_off_after_the_header_read_timeout() {
         use std::io::{Read, Write};
@@ -236,6 +295,19 @@ mod tests {
         let mut buf = [0; 1024];
         let n = c.read(&mut buf).unwrap();
         assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        // Idle for more than the header read timeout: an idle keep-alive connection is the
+        // keep-alive timeout's (75 s), so it is still open and serves the next request (with
+        // `TokioTimer` hyper closed it after the header read timeout).
+        std::thread::sleep(Duration::from_millis(1000));
+        c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let n = c.read(&mut buf).unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "an idle keep-alive connection outlives the header read timeout"
+        );
+        // Idle again, then a head that stops half way: cut off the timeout after its first
+        // byte.
+        std::thread::sleep(Duration::from_millis(500));
         let start = Instant::now();
         c.write_all(b"GET / HTTP/1.1\r\nho").unwrap();
         let n = c.read(&mut buf).unwrap_or(0);

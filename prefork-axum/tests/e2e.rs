@@ -62,3 +62,9 @@ fn drain_under_load_loses_nothing() {
 fn a_burst_of_64_connections_spreads_over_2_4_and_8_workers() {
     prefork_testutil::ops::burst_is_balanced(&bin(), &[]);
 }
+
+/// An idle keep-alive connection is closed after the keep-alive timeout, a busy one is not.
+#[test]
+fn idle_keepalive_connections_close_after_the_keepalive_timeout() {
+    contract::idle_keepalive_connections_close_after_the_keepalive_timeout(&bin(), &[]);
+}

@@ -291,10 +291,18 @@ impl DrainConn {
     }
 }
 
+/// How many quiet checks in a row close an idle keep-alive connection: the timer runs a
+/// quarter of the keep-alive timeout, so a connection closes 1 to 1.25 timeouts after it fell
+/// silent.
+const IDLE_CHECKS: u32 = 4;
+
 /// Where a driven connection is in the drain.
 enum Phase<T> {
-    /// Not draining; `idle` is the keep-alive timer and the activity seen when it was set.
-    Serving { idle: Option<(u64, Pin<Box<T>>)> },
+    /// Not draining; `idle` is the keep-alive timer (a quarter of the timeout), the activity
+    /// seen when it was set, and how many of its periods in a row were quiet.
+    Serving {
+        idle: Option<(u64, u8, Pin<Box<T>>)>,
+    },
     /// Draining, HTTP/1: waiting for a whole quiet grace.
     Grace { seen: u64, timer: Pin<Box<T>> },
     /// `graceful` was called: the connection ends on its own.
@@ -346,21 +354,30 @@ where
                         let Some(timeout) = drain.inner.idle_timeout else {
                             return Poll::Pending;
                         };
-                        // The idle keep-alive timeout: one timer per period, checked lazily
-                        // (nothing is reset per request).
+                        // The idle keep-alive timeout, checked lazily (nothing is reset per
+                        // request): a timer of a quarter of it, and the connection closes after
+                        // IDLE_CHECKS quiet quarters in a row, i.e. between 1 and 1.25 timeouts
+                        // after the last activity.
+                        let step = timeout / IDLE_CHECKS;
                         let sleep = &mut *this.sleep;
-                        let (seen, timer) =
-                            idle.get_or_insert_with(|| (dc.activity(), Box::pin(sleep(timeout))));
+                        let (seen, quiet, timer) =
+                            idle.get_or_insert_with(|| (dc.activity(), 0, Box::pin(sleep(step))));
                         if timer.as_mut().poll(cx).is_pending() {
                             return Poll::Pending;
                         }
                         let now = dc.activity();
                         if dc.in_flight() == 0 && now == *seen {
-                            (this.graceful)(this.conn.as_mut());
-                            *this.phase = Phase::Closing;
+                            *quiet += 1;
+                            if u32::from(*quiet) >= IDLE_CHECKS {
+                                (this.graceful)(this.conn.as_mut());
+                                *this.phase = Phase::Closing;
+                                continue;
+                            }
                         } else {
-                            *idle = Some((now, Box::pin((this.sleep)(timeout))));
+                            *seen = now;
+                            *quiet = 0;
                         }
+                        *timer = Box::pin((this.sleep)(step));
                         continue;
                     }
                     drain.start();
@@ -478,11 +495,16 @@ mod tests {
             |mut c| c.closed = true,
         ));
         noop_cx(|cx| assert!(fut.as_mut().poll(cx).is_pending()));
-        // A request during the period: kept.
+        // A request during the first quarter: kept, and the count starts again.
         conn.on_read();
         fire.store(true, Ordering::SeqCst);
         noop_cx(|cx| assert!(fut.as_mut().poll(cx).is_pending()));
-        // A whole quiet period: closed, though no drain started.
+        // Three quiet quarters: still open.
+        for _ in 0..3 {
+            fire.store(true, Ordering::SeqCst);
+            noop_cx(|cx| assert!(fut.as_mut().poll(cx).is_pending()));
+        }
+        // The fourth: a whole quiet timeout, closed, though no drain started.
         fire.store(true, Ordering::SeqCst);
         noop_cx(|cx| assert_eq!(fut.as_mut().poll(cx), Poll::Ready("closed")));
         assert!(!drain.is_draining());

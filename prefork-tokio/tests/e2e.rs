@@ -76,3 +76,9 @@ fn a_burst_of_64_connections_spreads_over_2_4_and_8_workers() {
 fn serves_on_a_unix_socket() {
     prefork_testutil::ops::serves_on_a_unix_socket(&bin());
 }
+
+/// An idle keep-alive connection is closed after the keep-alive timeout, a busy one is not.
+#[test]
+fn idle_keepalive_connections_close_after_the_keepalive_timeout() {
+    contract::idle_keepalive_connections_close_after_the_keepalive_timeout(&bin(), &[]);
+}

@@ -222,6 +222,39 @@ pub fn sigterm_drains_a_slow_request(bin: &Path, extra: &[&str]) {
     assert!(!log.contains("exited unexpectedly"), "{log}");
 }
 
+/// The keep-alive timeout (`--keepalive-timeout-ms 1000`): a keep-alive connection that stays
+/// idle after a request is closed by the worker (cleanly, without a drain), no sooner than the
+/// timeout after its last request; one that sends a request every 300 ms for 2 s is never
+/// closed meanwhile.
+pub fn idle_keepalive_connections_close_after_the_keepalive_timeout(bin: &Path, extra: &[&str]) {
+    const TIMEOUT: Duration = Duration::from_millis(1000);
+    let mut args = vec!["--keepalive-timeout-ms", "1000"];
+    args.extend_from_slice(extra);
+    let s = start(bin, &args);
+    s.wait_ready();
+    let mut idle = TcpStream::connect(s.addr).unwrap();
+    raw_get(&mut idle, "/pid");
+    let last = Instant::now();
+    let closed = read_until_closed(&mut idle);
+    let after = last.elapsed();
+    assert_eq!(
+        closed.as_deref(),
+        Some(&[][..]),
+        "the idle connection is closed, without a word; log:\n{}",
+        s.log()
+    );
+    let mut busy = TcpStream::connect(s.addr).unwrap();
+    for _ in 0..7 {
+        assert!(!raw_get(&mut busy, "/pid").is_empty());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        !raw_get(&mut busy, "/pid").is_empty(),
+        "the busy connection stays open"
+    );
+    assert!(after >= TIMEOUT, "closed {after:?} after its last request");
+}
+
 /// Proves the loss-free drain of one worker under load (`extra`: the listener mode): with
 /// keep-alive clients and new-connection-per-request clients asking `/pid` without pause,
 /// SIGTERM to one worker directly makes it stop accepting and end each keep-alive

@@ -76,6 +76,10 @@ pub struct Args {
     /// milliseconds; default: the library's.
     #[arg(long)]
     pub drain_grace_ms: Option<u64>,
+    /// How long an idle keep-alive connection stays open, in milliseconds (0: until the client
+    /// closes it); default: the library's (75 s).
+    #[arg(long)]
+    pub keepalive_timeout_ms: Option<u64>,
 }
 
 impl Args {
@@ -130,6 +134,10 @@ impl Args {
         }
         if self.shutdown_delay_ms > 0 {
             prefork = prefork.shutdown_delay(Duration::from_millis(self.shutdown_delay_ms));
+        }
+        if let Some(ms) = self.keepalive_timeout_ms {
+            prefork =
+                prefork.keepalive_timeout((ms > 0).then(|| std::time::Duration::from_millis(ms)));
         }
         if let Some(ms) = self.drain_grace_ms {
             prefork = prefork.drain_grace(Duration::from_millis(ms));

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use prefork_testutil::{
-    alive, assert_all_gone, contract, get, ops, raw_get, read_response, server_has_read,
-    tcp_sockets, wait_for_distinct_pids, wait_until, Server, Sig, DEADLINE,
+    alive, assert_all_gone, contract, get, ops, read_response, tcp_sockets, wait_for_distinct_pids,
+    wait_until, Server, Sig, DEADLINE,
 };
 
 /// actix-web's `HttpServer::listen` speaks HTTP/1.1 only on plain TCP (h2c would need
@@ -203,15 +203,7 @@ fn a_final_stop_closes_the_listening_socket_while_a_slow_request_drains() {
     assert!(listening(&s), "no listening socket on {}", s.addr);
 
     // A slow request in a worker's hands (read from the socket), answered on another thread.
-    let mut conn = std::net::TcpStream::connect(s.addr).unwrap();
-    raw_get(&mut conn, "/pid");
-    write!(conn, "GET / HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
-    let client = conn.local_addr().unwrap();
-    assert!(
-        wait_until(DEADLINE, || server_has_read(s.addr, client)),
-        "the server never read the request; log:\n{}",
-        s.log()
-    );
+    let mut conn = contract::slow_request_in_flight(&s);
     let slow = std::thread::spawn(move || (read_response(&mut conn), Instant::now()));
 
     s.signal(Sig::SIGTERM);

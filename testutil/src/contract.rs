@@ -160,20 +160,26 @@ pub fn replaces_a_killed_worker_and_dies_with_the_master(mut s: Server) {
     }
 }
 
-/// Sends SIGTERM to `s` while a slow `GET /` (the server runs with `--sleep-ms` of a second or
-/// more) is in flight, and checks that the request completes with the hello answer.
-fn sigterm_during_a_slow_request(s: &Server) {
+/// A connection with a slow `GET /` in a worker's hands (the server runs with `--sleep-ms`):
+/// the worker has accepted it (it answered `/pid` on it) and has read the request from the
+/// socket. Read the answer from the returned stream.
+pub fn slow_request_in_flight(s: &Server) -> TcpStream {
     let mut conn = TcpStream::connect(s.addr).unwrap();
-    // A worker has accepted the connection (it answers on it)...
     raw_get(&mut conn, "/pid");
     write!(conn, "GET / HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
-    // ...and has read the slow request from it.
     let client = conn.local_addr().unwrap();
     assert!(
         wait_until(DEADLINE, || server_has_read(s.addr, client)),
         "the server never read the request; log:\n{}",
         s.log()
     );
+    conn
+}
+
+/// Sends SIGTERM to `s` while a slow `GET /` (the server runs with `--sleep-ms` of a second or
+/// more) is in flight, and checks that the request completes with the hello answer.
+fn sigterm_during_a_slow_request(s: &Server) {
+    let mut conn = slow_request_in_flight(s);
     s.signal(Signal::SIGTERM);
     assert_eq!(
         read_response(&mut conn),

@@ -551,16 +551,9 @@ pub fn connections_per_pid(addr: SocketAddr, n: usize) -> BTreeMap<u32, usize> {
     let out = crate::block_on(async move {
         let connects = (0..n).map(|_| connect(addr));
         let conns = futures_join_all(connects).await;
-        let asks = conns.into_iter().map(|c| async move {
-            let mut sender = c.ok()?;
-            let req = Request::get("/pid")
-                .header("host", addr.to_string())
-                .body(Empty::<Bytes>::new())
-                .ok()?;
-            let resp = sender.send_request(req).await.ok()?;
-            let body = resp.into_body().collect().await.ok()?.to_bytes();
-            String::from_utf8_lossy(&body).trim().parse::<u32>().ok()
-        });
+        let asks = conns
+            .into_iter()
+            .map(|c| async move { ask_pid(&mut c.ok()?, addr).await });
         let pids = futures_join_all(asks).await;
         let mut map = BTreeMap::new();
         for p in pids {
@@ -591,13 +584,7 @@ pub fn connections_per_pid_in_waves(
             left -= k;
             let conns = futures_join_all((0..k).map(|_| async move {
                 let mut sender = connect(addr).await.ok()?;
-                let req = Request::get("/pid")
-                    .header("host", addr.to_string())
-                    .body(Empty::<Bytes>::new())
-                    .ok()?;
-                let resp = sender.send_request(req).await.ok()?;
-                let body = resp.into_body().collect().await.ok()?.to_bytes();
-                let pid = String::from_utf8_lossy(&body).trim().parse::<u32>().ok()?;
+                let pid = ask_pid(&mut sender, addr).await?;
                 Some((pid, sender))
             }))
             .await;
@@ -615,6 +602,17 @@ pub fn connections_per_pid_in_waves(
         map
     });
     out.unwrap_or_default()
+}
+
+/// `GET /pid` on `sender`: the pid of the worker that answered, `None` on any failure.
+async fn ask_pid(sender: &mut SendRequest<Empty<Bytes>>, addr: SocketAddr) -> Option<u32> {
+    let req = Request::get("/pid")
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .ok()?;
+    let resp = sender.send_request(req).await.ok()?;
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    String::from_utf8_lossy(&body).trim().parse::<u32>().ok()
 }
 
 /// Runs every future concurrently on the current task's runtime and returns their outputs in

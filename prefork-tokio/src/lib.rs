@@ -122,6 +122,8 @@
 mod serve;
 mod server;
 mod standalone;
+#[cfg(test)]
+mod test_server;
 mod timer;
 #[cfg(feature = "tls")]
 mod tls;

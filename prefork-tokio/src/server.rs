@@ -282,25 +282,7 @@ mod tests {
     /// The status a 12 KiB request head gets from a worker serving with `head_limit`.
     fn status_of_a_12k_head(head_limit: usize) -> String {
         use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = prefork_core::Shutdown::new().unwrap();
-        let stop = shutdown.clone();
-        let server = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let worker = Worker::standalone(vec![listener], shutdown).unwrap();
-                let hello = hyper::service::service_fn(|_| async {
-                    Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
-                });
-                worker
-                    .serve_with(super::builder(head_limit), move |_| hello)
-                    .await
-            })
-        });
+        let (addr, stop, server) = crate::test_server::serve_ok(super::builder(head_limit));
         let mut c = std::net::TcpStream::connect(addr).unwrap();
         c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
             .unwrap();

@@ -269,25 +269,9 @@ mod tests {
     #[test]
     fn a_trickled_head_is_cut_off_after_the_header_read_timeout() {
         use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = prefork_core::Shutdown::new().unwrap();
-        let stop = shutdown.clone();
-        let server = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let worker = crate::Worker::standalone(vec![listener], shutdown).unwrap();
-                let hello = hyper::service::service_fn(|_| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(String::from("ok")))
-                });
-                let mut http = crate::http_builder();
-                http.http1().header_read_timeout(Duration::from_millis(300));
-                worker.serve_with(http, move |_| hello).await
-            })
-        });
+        let mut http = crate::http_builder();
+        http.http1().header_read_timeout(Duration::from_millis(300));
+        let (addr, stop, server) = crate::test_server::serve_ok(http);
         let mut c = std::net::TcpStream::connect(addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         // A whole request first: served, and the timeout starts again for the next head.

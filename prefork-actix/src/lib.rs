@@ -122,9 +122,10 @@
 //! - `client_disconnect_timeout` (**1 s**): how long a closing connection may take to shut down;
 //! - `tls_handshake_timeout`: from [`TlsConfig::handshake_timeout`] (10 s), with `tls`.
 //!
-//! [`Prefork::keepalive_timeout`] (75 s, the idle timeout of the other adapters) is **not**
-//! applied: `HttpServer` does not tell whether you set `keep_alive`, and overriding yours would
-//! be wrong. For the other adapters' behaviour, set it yourself:
+//! [`Prefork::keepalive_timeout`] (75 s, the idle timeout of the other adapters) and
+//! [`Prefork::header_read_timeout`] (30 s from a head's first byte) are **not**
+//! applied: `HttpServer` does not tell whether you set `keep_alive` or `client_request_timeout`,
+//! and overriding yours would be wrong. For the other adapters' behaviour, set them yourself:
 //! `.keep_alive(prefork_actix::prefork_core::DEFAULT_KEEPALIVE_TIMEOUT)`.
 //!
 //! # Health

@@ -56,7 +56,8 @@ pub(crate) async fn serve_worker_with(
 ) -> io::Result<()> {
     let mut http = prefork_tokio::http_builder();
     http.http1()
-        .max_buf_size(max_request_head.max(prefork_tokio::DEFAULT_MAX_BUF_SIZE));
+        .max_buf_size(max_request_head.max(prefork_tokio::DEFAULT_MAX_BUF_SIZE))
+        .header_read_timeout(worker.core().header_read_timeout());
     http.http2().enable_connect_protocol();
     worker
         .serve_with(http, move |peer| AppService {

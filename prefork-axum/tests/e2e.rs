@@ -68,3 +68,8 @@ fn a_burst_of_64_connections_spreads_over_2_4_and_8_workers() {
 fn idle_keepalive_connections_close_after_the_keepalive_timeout() {
     contract::idle_keepalive_connections_close_after_the_keepalive_timeout(&bin(), &[]);
 }
+
+#[test]
+fn header_read_timeout_counts_from_the_heads_first_byte() {
+    contract::header_read_timeout_counts_from_the_heads_first_byte(&bin(), &[]);
+}

@@ -73,6 +73,7 @@ pub struct Prefork {
     pub(crate) recover: RecoverPolicy,
     pub(crate) drain_grace: Duration,
     pub(crate) keepalive_timeout: Option<Duration>,
+    pub(crate) header_read_timeout: Option<Duration>,
     pub(crate) balance: bool,
     pub(crate) shutdown_delay: Duration,
     pub(crate) reload_surge: usize,
@@ -109,6 +110,7 @@ impl fmt::Debug for Prefork {
             .field("recover", &self.recover)
             .field("drain_grace", &self.drain_grace)
             .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
             .field("balance", &self.balance)
             .field("shutdown_delay", &self.shutdown_delay)
             .field("reload_surge", &self.reload_surge)
@@ -139,6 +141,7 @@ impl Default for Prefork {
             recover: RecoverPolicy::default(),
             drain_grace: crate::worker::DEFAULT_DRAIN_GRACE,
             keepalive_timeout: Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
+            header_read_timeout: Some(crate::drain::DEFAULT_HEADER_READ_TIMEOUT),
             balance: true,
             shutdown_delay: Duration::ZERO,
             reload_surge: 1,
@@ -262,6 +265,18 @@ impl Prefork {
     /// `keepalive_timeout`): idle clients cannot hold a worker's descriptors forever.
     pub fn keepalive_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.keepalive_timeout = timeout.map(saturate);
+        self
+    }
+
+    /// How long a request head may take to arrive, counted from its first byte (nginx's
+    /// `client_header_timeout`); a connection whose head is not complete by then is closed
+    /// (HTTP/1; hyper answers nothing). `None`: no limit. Default:
+    /// [`DEFAULT_HEADER_READ_TIMEOUT`](crate::DEFAULT_HEADER_READ_TIMEOUT) (30 s). An idle
+    /// keep-alive connection waiting for its next request is not cut by it: that wait is the
+    /// [`keepalive_timeout`](Prefork::keepalive_timeout)'s. Applied by the hyper-based adapters
+    /// (prefork-tokio, prefork-axum, prefork-smol); see [`Worker::header_read_timeout`].
+    pub fn header_read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.header_read_timeout = timeout.map(saturate);
         self
     }
 

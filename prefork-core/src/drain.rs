@@ -27,6 +27,12 @@ use std::time::Duration;
 use crate::health::{ConnectionGuard, Counters};
 use crate::shutdown::Shutdown;
 
+/// The default header read timeout: 30 s. A request head must arrive whole within it of its
+/// first byte (a client that trickles its headers cannot hold a connection forever); an idle
+/// keep-alive connection waiting for its next request is the keep-alive timeout's instead.
+/// See [`Prefork::header_read_timeout`](crate::Prefork::header_read_timeout).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The default idle keep-alive timeout: 75 s, nginx's `keepalive_timeout`.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 

@@ -441,6 +441,10 @@ impl Driver {
                 .cfg
                 .keepalive_timeout
                 .map_or(0, |d| d.as_millis().max(1)),
+            header_timeout_ms: self
+                .cfg
+                .header_read_timeout
+                .map_or(0, |d| d.as_millis().max(1)),
             heartbeat_ms: if self.cfg.stats || self.cfg.worker_timeout.is_some() {
                 crate::health::heartbeat_interval(self.cfg.worker_timeout).as_millis()
             } else {

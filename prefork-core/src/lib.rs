@@ -120,6 +120,8 @@ mod spawn;
 mod standalone;
 mod supervisor;
 pub mod systemd;
+#[cfg(feature = "hyper")]
+pub mod timer;
 #[cfg(feature = "tls")]
 mod tls;
 mod worker;
@@ -132,7 +134,7 @@ pub use worker::{drain_timeout, Worker, DEFAULT_DRAIN_GRACE};
 /// The former name of [`Worker`] (which no longer collides with [`std::process::Child`]).
 #[deprecated(since = "0.2.0", note = "renamed to `Worker`")]
 pub type Child = Worker;
-pub use drain::{Drain, DrainConn, Drive, DEFAULT_KEEPALIVE_TIMEOUT};
+pub use drain::{Drain, DrainConn, Drive, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT};
 pub use error::{into_io_error, BoxError, Error};
 pub use handle::{MasterHandle, Stats, WorkerStats};
 pub use health::{

@@ -32,6 +32,8 @@ pub(crate) const ENV_STATS: &str = "PREFORK_STATS";
 pub(crate) const ENV_DRAIN_GRACE_MS: &str = "PREFORK_DRAIN_GRACE_MS";
 /// The idle keep-alive timeout in milliseconds (0: none).
 pub(crate) const ENV_KEEPALIVE_MS: &str = "PREFORK_KEEPALIVE_MS";
+/// The header read timeout in ms (0: none).
+pub(crate) const ENV_HEADER_TIMEOUT_MS: &str = "PREFORK_HEADER_TIMEOUT_MS";
 /// The worker's soft `RLIMIT_NOFILE`: `hard`, `keep`, or a number.
 pub(crate) const ENV_NOFILE: &str = "PREFORK_NOFILE";
 

@@ -42,6 +42,7 @@ pub(crate) struct WorkerEnv<'a> {
     pub(crate) shutdown_timeout_ms: u128,
     pub(crate) drain_grace_ms: u128,
     pub(crate) keepalive_ms: u128,
+    pub(crate) header_timeout_ms: u128,
     /// 0: no heartbeat (stats off and no watchdog).
     pub(crate) heartbeat_ms: u128,
     /// Whether the worker counts requests and connections.
@@ -103,6 +104,7 @@ pub(crate) fn spawn(
         .env(ENV_PROTOCOL, PROTOCOL_VERSION.to_string())
         .env(ENV_DRAIN_GRACE_MS, env.drain_grace_ms.to_string())
         .env(ENV_KEEPALIVE_MS, env.keepalive_ms.to_string())
+        .env(ENV_HEADER_TIMEOUT_MS, env.header_timeout_ms.to_string())
         .env(ENV_HEARTBEAT_MS, env.heartbeat_ms.to_string())
         .env(ENV_STATS, if env.stats { "on" } else { "off" })
         .env(ENV_NOFILE, &env.nofile);

@@ -101,6 +101,7 @@ pub struct Worker {
     shutdown_timeout: Duration,
     drain_grace: Duration,
     keepalive_timeout: Option<Duration>,
+    header_read_timeout: Option<Duration>,
     heartbeat_interval: Duration,
     /// `false` when the master needs no heartbeat (stats off and no watchdog).
     beats: bool,
@@ -128,6 +129,14 @@ impl Worker {
     /// `None`: until the client closes it).
     pub fn keepalive_timeout(&self) -> Option<Duration> {
         self.keepalive_timeout
+    }
+
+    /// How long a request head may take from its first byte
+    /// ([`Prefork::header_read_timeout`](crate::Prefork::header_read_timeout), default 30 s;
+    /// `None`: no limit). The hyper-based adapters set it as hyper's
+    /// `http1().header_read_timeout` with [`timer::HeaderTimer`](crate::timer::HeaderTimer).
+    pub fn header_read_timeout(&self) -> Option<Duration> {
+        self.header_read_timeout
     }
 
     /// The worker's request and connection counters. Adapters count every request and open
@@ -304,6 +313,7 @@ impl Worker {
             shutdown_timeout: crate::DEFAULT_SHUTDOWN_TIMEOUT,
             drain_grace: DEFAULT_DRAIN_GRACE,
             keepalive_timeout: Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
+            header_read_timeout: Some(crate::drain::DEFAULT_HEADER_READ_TIMEOUT),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             beats: true,
             counters: Counters::default(),
@@ -433,6 +443,11 @@ pub(crate) fn from_env(cfg: WorkerConfig) -> Result<Worker, Error> {
         Some(d) => Some(d),
         None => Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
     };
+    let header_read_timeout = match env_ms(ENV_HEADER_TIMEOUT_MS) {
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+        None => Some(crate::drain::DEFAULT_HEADER_READ_TIMEOUT),
+    };
     // Stats off: nothing is counted; with no watchdog either, the master passes a heartbeat
     // interval of 0 and the worker sends no heartbeat at all.
     let stats = std::env::var(ENV_STATS).map_or(true, |v| v != "off");
@@ -523,6 +538,7 @@ pub(crate) fn from_env(cfg: WorkerConfig) -> Result<Worker, Error> {
         shutdown_timeout,
         drain_grace,
         keepalive_timeout,
+        header_read_timeout,
         heartbeat_interval,
         beats,
         counters: Counters::with_balance(balance.clone(), stats),

@@ -11,8 +11,10 @@ use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper::{Request, Response};
 use prefork_core::service::Counted;
+use prefork_core::timer::{Deadlines, HeaderTimer, RuntimeTimer};
 use prefork_core::{Drain, DrainConn, Shutdown};
 use smol_hyper::rt::SmolTimer;
+use std::time::Instant;
 
 use crate::accept::{accept_loop, Socket};
 use crate::runtime::SharedExecutor;
@@ -32,6 +34,8 @@ struct Shared<S> {
     executor: SharedExecutor,
     #[cfg(feature = "tls")]
     tls: Option<(futures_rustls::TlsAcceptor, std::time::Duration)>,
+    /// hyper's HTTP/1 header read timeout ([`prefork_core::Worker::header_read_timeout`]).
+    header_read_timeout: Option<std::time::Duration>,
 }
 
 impl<S> Clone for Shared<S> {
@@ -43,6 +47,7 @@ impl<S> Clone for Shared<S> {
             executor: self.executor.clone(),
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
+            header_read_timeout: self.header_read_timeout,
         }
     }
 }
@@ -75,6 +80,7 @@ where
         executor: ctx.executor().clone(),
         #[cfg(feature = "tls")]
         tls: ctx.tls_acceptor().map(|a| (a, ctx.tls_handshake_timeout())),
+        header_read_timeout: ctx.core().header_read_timeout(),
     };
     let mut accepting = Vec::with_capacity(listeners.len());
     for listener in listeners {
@@ -220,11 +226,14 @@ where
 {
     let service = Counted::new(shared.service.clone(), &conn);
     let hyper_conn = hyper::server::conn::http1::Builder::new()
-        .timer(SmolTimer::new())
+        .timer(HeaderTimer::<Smol>::new())
+        .header_read_timeout(shared.header_read_timeout)
         .serve_connection(io, service);
     Logged {
         driven: conn.drive(hyper_conn, sleep, |c| c.graceful_shutdown()),
         peer,
+        deadlines: Deadlines::default(),
+        conn,
     }
 }
 
@@ -252,16 +261,22 @@ where
     Logged {
         driven: conn.drive(hyper_conn, sleep, |c| c.graceful_shutdown()),
         peer,
+        deadlines: Deadlines::default(),
+        conn,
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The future of one connection's task: the driven hyper connection, and the peer address
-    /// for the line logged if it ends with an error.
+    /// The future of one connection's task: the driven hyper connection, the peer address
+    /// for the line logged if it ends with an error, and the timer behind hyper's header read
+    /// timeout ([`HeaderTimer`]), which counts from a head's first byte (the connection's
+    /// [`DrainConn::is_reading`]), so an idle keep-alive connection is the keep-alive timeout's.
     struct Logged<F> {
         #[pin]
         driven: F,
         peer: SocketAddr,
+        deadlines: Deadlines<Smol>,
+        conn: DrainConn,
     }
 }
 
@@ -270,11 +285,30 @@ impl<F: Future<Output = Result<(), hyper::Error>>> Future for Logged<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         let this = self.project();
-        this.driven.poll(cx).map(|result| {
-            if let Err(e) = result {
-                tracing::debug!(peer = %this.peer, error = %e, "connection ended with an error");
-            }
-        })
+        let driven = this.driven;
+        let conn = &*this.conn;
+        this.deadlines
+            .watch(cx, || conn.is_reading(), |cx| driven.poll(cx))
+            .map(|result| {
+                if let Err(e) = result {
+                    tracing::debug!(peer = %this.peer, error = %e, "connection ended with an error");
+                }
+            })
+    }
+}
+
+/// async-io's timer for [`prefork_core::timer`].
+struct Smol;
+
+impl RuntimeTimer for Smol {
+    type Sleep = async_io::Timer;
+
+    fn sleep_until(deadline: Instant) -> async_io::Timer {
+        async_io::Timer::at(deadline)
+    }
+
+    fn reset(sleep: Pin<&mut async_io::Timer>, deadline: Instant) {
+        sleep.get_mut().set_at(deadline);
     }
 }
 

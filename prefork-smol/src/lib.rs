@@ -35,6 +35,10 @@
 //!   listeners (no h2c); over TLS, HTTP/2 or HTTP/1.1 as the client's ALPN asks. Graceful
 //!   shutdown on SIGTERM: stop accepting, finish in-flight requests, close idle keep-alive
 //!   connections, all within [`Prefork::shutdown_timeout`](prefork_core::Prefork::shutdown_timeout).
+//!   A request head must arrive within
+//!   [`Prefork::header_read_timeout`](prefork_core::Prefork::header_read_timeout) (30 s) of its
+//!   first byte; an idle keep-alive connection is closed after
+//!   [`Prefork::keepalive_timeout`](prefork_core::Prefork::keepalive_timeout) (75 s).
 //!   HTTP upgrades (WebSocket) are not enabled.
 //! - [`Server::serve_with`]: the same, with the service built in each worker by an async factory
 //!   (pools, connections and caches belong to a worker, never to the master).

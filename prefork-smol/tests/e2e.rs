@@ -163,3 +163,8 @@ fn serves_on_a_unix_socket() {
 fn idle_keepalive_connections_close_after_the_keepalive_timeout() {
     contract::idle_keepalive_connections_close_after_the_keepalive_timeout(&bin(), &[]);
 }
+
+#[test]
+fn header_read_timeout_counts_from_the_heads_first_byte() {
+    contract::header_read_timeout_counts_from_the_heads_first_byte(&bin(), &[]);
+}

@@ -155,7 +155,9 @@ pub use hyper_util::server::conn::auto::Builder as HttpBuilder;
 /// `client_header_timeout` is 60 s). A keep-alive connection waiting, idle, for its next
 /// request is not timed by it but by the keep-alive timeout (75 s) in a connection served by
 /// [`Worker::serve`]; with hyper-util's `TokioTimer` it would be closed after this timeout.
-pub const DEFAULT_HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Set it per server with [`Prefork::header_read_timeout`](prefork_core::Prefork::header_read_timeout).
+#[doc(no_inline)]
+pub use prefork_core::DEFAULT_HEADER_READ_TIMEOUT;
 
 /// The largest HTTP/1 request head (request line and headers) [`http_builder`] accepts, and
 /// hyper's HTTP/1 buffer limit: 8 KiB, nginx's limit for one header line (fasthttp's default is
@@ -198,7 +200,7 @@ pub const DEFAULT_MAX_BUF_SIZE: usize = 8 * 1024;
 pub fn http_builder() -> HttpBuilder<hyper_util::rt::TokioExecutor> {
     let mut http = HttpBuilder::new(hyper_util::rt::TokioExecutor::new());
     http.http1()
-        .timer(timer::HeaderTimer)
+        .timer(timer::HeaderTimer::new())
         .header_read_timeout(DEFAULT_HEADER_READ_TIMEOUT)
         .max_buf_size(DEFAULT_MAX_BUF_SIZE);
     http.http2().timer(hyper_util::rt::TokioTimer::new());

@@ -174,8 +174,11 @@ impl Server {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let http = builder(self.max_request_head);
-        self.run(move |worker| worker.serve_with(http, move |_: SocketAddr| service.clone()))
+        let head = self.max_request_head;
+        self.run(move |worker| {
+            let http = builder(head, worker.core().header_read_timeout());
+            worker.serve_with(http, move |_: SocketAddr| service.clone())
+        })
     }
 
     /// Builds the service in each worker with `factory` (async, once per worker, inside the
@@ -209,8 +212,9 @@ impl Server {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let http = builder(self.max_request_head);
+        let head = self.max_request_head;
         self.run(move |worker| async move {
+            let http = builder(head, worker.core().header_read_timeout());
             let service = factory(&worker)
                 .await
                 .map_err(prefork_core::into_io_error)?;
@@ -222,13 +226,15 @@ impl Server {
 }
 
 /// [`http_builder`](crate::http_builder) with a request-head limit (hyper refuses one below
-/// 8 KiB).
+/// 8 KiB) and the worker's header read timeout.
 pub(crate) fn builder(
     max_request_head: usize,
+    header_read_timeout: Option<std::time::Duration>,
 ) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
     let mut http = crate::http_builder();
     http.http1()
-        .max_buf_size(max_request_head.max(crate::DEFAULT_MAX_BUF_SIZE));
+        .max_buf_size(max_request_head.max(crate::DEFAULT_MAX_BUF_SIZE))
+        .header_read_timeout(header_read_timeout);
     http
 }
 
@@ -282,7 +288,10 @@ mod tests {
     /// The status a 12 KiB request head gets from a worker serving with `head_limit`.
     fn status_of_a_12k_head(head_limit: usize) -> String {
         use std::io::{Read, Write};
-        let (addr, stop, server) = crate::test_server::serve_ok(super::builder(head_limit));
+        let (addr, stop, server) = crate::test_server::serve_ok(super::builder(
+            head_limit,
+            Some(crate::DEFAULT_HEADER_READ_TIMEOUT),
+        ));
         let mut c = std::net::TcpStream::connect(addr).unwrap();
         c.set_read_timeout(Some(std::time::Duration::from_secs(30)))
             .unwrap();

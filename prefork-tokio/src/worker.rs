@@ -264,7 +264,9 @@ impl Worker {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        self.serve_with(crate::http_builder(), make_service).await
+        let http =
+            crate::server::builder(crate::DEFAULT_MAX_BUF_SIZE, self.core.header_read_timeout());
+        self.serve_with(http, make_service).await
     }
 
     /// [`Worker::serve`] with your own hyper-util connection builder (HTTP/2 settings,

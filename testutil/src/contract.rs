@@ -261,6 +261,43 @@ pub fn idle_keepalive_connections_close_after_the_keepalive_timeout(bin: &Path, 
     assert!(after >= TIMEOUT, "closed {after:?} after its last request");
 }
 
+/// The header read timeout (`--header-timeout-ms 300`) counts from a head's first byte, as
+/// nginx's `client_header_timeout`: a keep-alive connection idle for longer than it is still
+/// open and served (the idle wait is the keep-alive timeout's, 75 s), and a head that stops
+/// half way is cut once the timeout has passed since its first byte, without a `200`.
+pub fn header_read_timeout_counts_from_the_heads_first_byte(bin: &Path, extra: &[&str]) {
+    use std::io::Write;
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let mut args = vec!["--header-timeout-ms", "300"];
+    args.extend_from_slice(extra);
+    let s = start(bin, &args);
+    s.wait_ready();
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    assert!(!raw_get(&mut c, "/pid").is_empty());
+    // Idle for more than three header read timeouts: that is the state under test, not a wait
+    // for something to happen.
+    std::thread::sleep(4 * TIMEOUT);
+    assert!(
+        !raw_get(&mut c, "/pid").is_empty(),
+        "an idle keep-alive connection outlives the header read timeout; log:\n{}",
+        s.log()
+    );
+    let begun = Instant::now();
+    c.write_all(b"GET /pid HTTP/1.1\r\nho").unwrap();
+    let closed = read_until_closed(&mut c);
+    let waited = begun.elapsed();
+    let closed = closed.unwrap_or_else(|| panic!("a stalled head is cut; log:\n{}", s.log()));
+    assert!(
+        !String::from_utf8_lossy(&closed).contains(" 200 "),
+        "no answer to half a head: {closed:?}"
+    );
+    // Bounded well below the default timeouts (30 s, 75 s): the flag's timeout cut it.
+    assert!(
+        waited >= TIMEOUT && waited < Duration::from_secs(10),
+        "cut {waited:?} after its first byte"
+    );
+}
+
 /// Proves the loss-free drain of one worker under load (`extra`: the listener mode): with
 /// keep-alive clients and new-connection-per-request clients asking `/pid` without pause,
 /// SIGTERM to one worker directly makes it stop accepting and end each keep-alive

@@ -80,6 +80,10 @@ pub struct Args {
     /// closes it); default: the library's (75 s).
     #[arg(long)]
     pub keepalive_timeout_ms: Option<u64>,
+    /// How long a request head may take from its first byte, in milliseconds (0: no limit);
+    /// default: the library's (30 s). hyper-based adapters.
+    #[arg(long)]
+    pub header_timeout_ms: Option<u64>,
 }
 
 impl Args {
@@ -138,6 +142,10 @@ impl Args {
         if let Some(ms) = self.keepalive_timeout_ms {
             prefork =
                 prefork.keepalive_timeout((ms > 0).then(|| std::time::Duration::from_millis(ms)));
+        }
+        if let Some(ms) = self.header_timeout_ms {
+            prefork =
+                prefork.header_read_timeout((ms > 0).then(|| std::time::Duration::from_millis(ms)));
         }
         if let Some(ms) = self.drain_grace_ms {
             prefork = prefork.drain_grace(Duration::from_millis(ms));

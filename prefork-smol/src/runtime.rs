@@ -3,7 +3,9 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Wake, Waker};
 use std::thread::JoinHandle;
 
 use prefork_core::balance::RuntimeIdle;
@@ -49,20 +51,69 @@ where
     block_on_reporting(threads, None, f)
 }
 
+/// What [`drive`] tells when its thread blocks for lack of work and when it runs again:
+/// [`RuntimeIdle`] (the balance table), or a test's counter.
+trait ParkHooks {
+    fn park(&self);
+    fn unpark(&self);
+}
+
+impl ParkHooks for RuntimeIdle {
+    fn park(&self) {
+        RuntimeIdle::park(self);
+    }
+
+    fn unpark(&self) {
+        RuntimeIdle::unpark(self);
+    }
+}
+
+/// The waker `drive` polls with: wakes the thread's `block_on` and records that it did, so a
+/// poll that ends `Pending` after waking itself (the executor's cooperative yield after every
+/// 200 tasks, or a wake from another thread during the poll) is not taken for idle: `block_on`
+/// polls again at once instead of blocking.
+struct Woken {
+    woken: AtomicBool,
+    inner: Waker,
+}
+
+impl Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Relaxed);
+        self.inner.wake_by_ref();
+    }
+}
+
 /// Runs `fut` on this thread, telling `idle` (if any) when the thread is about to block for
-/// lack of work (the future is pending) and when it runs again.
-fn drive<T>(fut: impl Future<Output = T>, idle: Option<RuntimeIdle>) -> T {
+/// lack of work (the future is pending and nothing woke it meanwhile) and when it runs again.
+fn drive<T>(fut: impl Future<Output = T>, idle: Option<impl ParkHooks>) -> T {
     let Some(idle) = idle else {
         return async_io::block_on(fut);
     };
     let mut fut = std::pin::pin!(fut);
     let mut parked = false;
+    let mut waker: Option<(Arc<Woken>, Waker)> = None;
     async_io::block_on(std::future::poll_fn(move |cx| {
         if std::mem::take(&mut parked) {
             idle.unpark();
         }
-        let r = fut.as_mut().poll(cx);
-        if r.is_pending() {
+        let (woken, waker) = match &waker {
+            Some((w, _)) if w.inner.will_wake(cx.waker()) => waker.as_ref().unwrap(),
+            _ => {
+                let w = Arc::new(Woken {
+                    woken: AtomicBool::new(false),
+                    inner: cx.waker().clone(),
+                });
+                waker.insert((w.clone(), Waker::from(w)))
+            }
+        };
+        woken.woken.store(false, Ordering::Relaxed);
+        let r = fut.as_mut().poll(&mut Context::from_waker(waker));
+        if r.is_pending() && !woken.woken.load(Ordering::Relaxed) {
             idle.park();
             parked = true;
         }
@@ -112,6 +163,50 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
     use std::sync::Mutex;
+
+    /// Counts parks and unparks.
+    #[derive(Clone, Default)]
+    struct Count(
+        Arc<(
+            std::sync::atomic::AtomicUsize,
+            std::sync::atomic::AtomicUsize,
+        )>,
+    );
+
+    impl ParkHooks for Count {
+        fn park(&self) {
+            self.0 .0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn unpark(&self) {
+            self.0 .1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A thread that yields (a future that wakes itself before returning `Pending`, as the
+    /// executor does every 200 tasks) is busy, not idle; one that waits for a timer is idle.
+    #[test]
+    fn a_self_waking_poll_is_not_idle_and_a_wait_is() {
+        let count = Count::default();
+        drive(
+            async {
+                for _ in 0..1000 {
+                    smol::future::yield_now().await;
+                }
+            },
+            Some(count.clone()),
+        );
+        assert_eq!(
+            count.0 .0.load(Ordering::Relaxed),
+            0,
+            "1000 yields, no park"
+        );
+        drive(
+            async_io::Timer::after(std::time::Duration::from_millis(20)),
+            Some(count.clone()),
+        );
+        assert_eq!(count.0 .0.load(Ordering::Relaxed), 1, "a wait parks once");
+        assert_eq!(count.0 .1.load(Ordering::Relaxed), 1, "and unparks once");
+    }
 
     #[test]
     fn zero_threads_is_refused() {

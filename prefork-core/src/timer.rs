@@ -18,6 +18,10 @@
 //! connection task, a deadline armed on an idle connection counts from the first byte of the
 //! next head instead ([`DrainConn::is_reading`](crate::DrainConn::is_reading)), as nginx's
 //! `client_header_timeout` does: the idle wait is the keep-alive timeout's.
+//!
+//! An adapter gives hyper's HTTP/1 builder `.timer(HeaderTimer::<ItsTimer>::new())` and
+//! `.header_read_timeout(worker.header_read_timeout())`, and spawns each connection as a
+//! [`Connection`] (the connection driven through the drain, with its [`Deadlines`]).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -270,5 +274,53 @@ impl<R: RuntimeTimer> Deadlines<R> {
                 cx.waker().wake_by_ref();
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One connection's task in a hyper-based adapter: the connection as driven through the
+    /// drain ([`DrainConn::drive`](crate::DrainConn::drive)), polled with its [`Deadlines`]
+    /// (hyper's header read timeout, from a head's first byte), ending with a `debug` line if
+    /// the connection ended with an error.
+    pub struct Connection<F, R: RuntimeTimer> {
+        #[pin]
+        driven: F,
+        deadlines: Deadlines<R>,
+        conn: crate::DrainConn,
+        peer: std::net::SocketAddr,
+    }
+}
+
+impl<F, R: RuntimeTimer> Connection<F, R> {
+    /// The task of `driven` (`conn.drive(hyper_conn, ..)`), served to `peer`.
+    pub fn new(driven: F, conn: crate::DrainConn, peer: std::net::SocketAddr) -> Self {
+        Connection {
+            driven,
+            deadlines: Deadlines::default(),
+            conn,
+            peer,
+        }
+    }
+}
+
+impl<F, E, R> Future for Connection<F, R>
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+    R: RuntimeTimer,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let driven = this.driven;
+        let conn = &*this.conn;
+        this.deadlines
+            .watch(cx, || conn.is_reading(), |cx| driven.poll(cx))
+            .map(|result| {
+                if let Err(e) = result {
+                    tracing::debug!(peer = %this.peer, error = %e, "connection ended with an error");
+                }
+            })
     }
 }

@@ -11,7 +11,7 @@ use hyper::body::{Body, Incoming};
 use hyper::service::Service;
 use hyper::{Request, Response};
 use prefork_core::service::Counted;
-use prefork_core::timer::{Deadlines, HeaderTimer, RuntimeTimer};
+use prefork_core::timer::{Connection, HeaderTimer, RuntimeTimer};
 use prefork_core::{Drain, DrainConn, Shutdown};
 use smol_hyper::rt::SmolTimer;
 use std::time::Instant;
@@ -214,7 +214,7 @@ fn serve_h1<I, S, B>(
     shared: &Shared<S>,
     conn: DrainConn,
     peer: SocketAddr,
-) -> Logged<impl Future<Output = Result<(), hyper::Error>> + Send + 'static>
+) -> Connection<impl Future<Output = Result<(), hyper::Error>> + Send + 'static, Smol>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
@@ -229,12 +229,8 @@ where
         .timer(HeaderTimer::<Smol>::new())
         .header_read_timeout(shared.header_read_timeout)
         .serve_connection(io, service);
-    Logged {
-        driven: conn.drive(hyper_conn, sleep, |c| c.graceful_shutdown()),
-        peer,
-        deadlines: Deadlines::default(),
-        conn,
-    }
+    let driven = conn.drive(hyper_conn, sleep, |c| c.graceful_shutdown());
+    Connection::new(driven, conn, peer)
 }
 
 #[cfg(feature = "tls")]
@@ -243,7 +239,7 @@ fn serve_h2<I, S, B>(
     shared: &Shared<S>,
     conn: DrainConn,
     peer: SocketAddr,
-) -> Logged<impl Future<Output = Result<(), hyper::Error>> + Send + 'static>
+) -> Connection<impl Future<Output = Result<(), hyper::Error>> + Send + 'static, Smol>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + Sync + 'static,
@@ -258,43 +254,8 @@ where
     let hyper_conn = hyper::server::conn::http2::Builder::new(exec)
         .timer(SmolTimer::new())
         .serve_connection(io, service);
-    Logged {
-        driven: conn.drive(hyper_conn, sleep, |c| c.graceful_shutdown()),
-        peer,
-        deadlines: Deadlines::default(),
-        conn,
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of one connection's task: the driven hyper connection, the peer address
-    /// for the line logged if it ends with an error, and the timer behind hyper's header read
-    /// timeout ([`HeaderTimer`]), which counts from a head's first byte (the connection's
-    /// [`DrainConn::is_reading`]), so an idle keep-alive connection is the keep-alive timeout's.
-    struct Logged<F> {
-        #[pin]
-        driven: F,
-        peer: SocketAddr,
-        deadlines: Deadlines<Smol>,
-        conn: DrainConn,
-    }
-}
-
-impl<F: Future<Output = Result<(), hyper::Error>>> Future for Logged<F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        let this = self.project();
-        let driven = this.driven;
-        let conn = &*this.conn;
-        this.deadlines
-            .watch(cx, || conn.is_reading(), |cx| driven.poll(cx))
-            .map(|result| {
-                if let Err(e) = result {
-                    tracing::debug!(peer = %this.peer, error = %e, "connection ended with an error");
-                }
-            })
-    }
+    let driven = conn.drive(hyper_conn, sleep, |c| c.graceful_shutdown());
+    Connection::new(driven, conn, peer)
 }
 
 /// async-io's timer for [`prefork_core::timer`].

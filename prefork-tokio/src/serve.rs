@@ -19,7 +19,7 @@ use prefork_core::DrainConn;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-use crate::timer::Deadlines;
+use crate::timer::Connection;
 use crate::worker::Worker;
 use crate::BoxError;
 
@@ -303,42 +303,8 @@ where
     let hyper_conn = http
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
-    Connection {
-        driven: conn.drive(hyper_conn, tokio::time::sleep, |c| c.graceful_shutdown()),
-        peer,
-        deadlines: Deadlines::default(),
-        conn,
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The future of one connection's task.
-    struct Connection<F> {
-        #[pin]
-        driven: F,
-        peer: SocketAddr,
-        // The timer behind hyper's header read timeout (`HeaderTimer`).
-        deadlines: Deadlines,
-        // Whether the connection is reading a request or idle, for that timeout.
-        conn: DrainConn,
-    }
-}
-
-impl<F: Future<Output = Result<(), BoxError>>> Future for Connection<F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        let driven = this.driven;
-        let conn = &*this.conn;
-        this.deadlines
-            .watch(cx, || conn.is_reading(), |cx| driven.poll(cx))
-            .map(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, peer = %this.peer, "connection ended with an error");
-            }
-        })
-    }
+    let driven = conn.drive(hyper_conn, tokio::time::sleep, |c| c.graceful_shutdown());
+    Connection::new(driven, conn, peer)
 }
 
 /// The connection's I/O: every read that returns data is activity (a client that has started

@@ -31,7 +31,11 @@ impl RuntimeTimer for Tokio {
 pub(crate) type HeaderTimer = prefork_core::timer::HeaderTimer<Tokio>;
 
 /// A connection task's one timer for its [`HeaderTimer`] deadlines.
+#[cfg(test)]
 pub(crate) type Deadlines = prefork_core::timer::Deadlines<Tokio>;
+
+/// A connection's task, watching its deadlines with tokio's timer.
+pub(crate) type Connection<F> = prefork_core::timer::Connection<F, Tokio>;
 
 #[cfg(test)]
 mod tests {

@@ -437,14 +437,8 @@ impl Driver {
             backlog: self.backlog,
             shutdown_timeout_ms: self.cfg.shutdown_timeout.as_millis(),
             drain_grace_ms: self.cfg.drain_grace.as_millis(),
-            keepalive_ms: self
-                .cfg
-                .keepalive_timeout
-                .map_or(0, |d| d.as_millis().max(1)),
-            header_timeout_ms: self
-                .cfg
-                .header_read_timeout
-                .map_or(0, |d| d.as_millis().max(1)),
+            keepalive_ms: crate::spawn::optional_ms(self.cfg.keepalive_timeout),
+            header_timeout_ms: crate::spawn::optional_ms(self.cfg.header_read_timeout),
             heartbeat_ms: if self.cfg.stats || self.cfg.worker_timeout.is_some() {
                 crate::health::heartbeat_interval(self.cfg.worker_timeout).as_millis()
             } else {

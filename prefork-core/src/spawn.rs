@@ -33,6 +33,12 @@ pub(crate) fn default_command(program: &std::path::Path) -> Command {
     cmd
 }
 
+/// A timeout that may be off, as the worker's environment carries it: milliseconds, at least 1,
+/// or 0 for none.
+pub(crate) fn optional_ms(timeout: Option<std::time::Duration>) -> u128 {
+    timeout.map_or(0, |d| d.as_millis().max(1))
+}
+
 /// What the master passes to every worker.
 pub(crate) struct WorkerEnv<'a> {
     pub(crate) listeners: &'a [OwnedFd],
@@ -41,6 +47,7 @@ pub(crate) struct WorkerEnv<'a> {
     pub(crate) backlog: i32,
     pub(crate) shutdown_timeout_ms: u128,
     pub(crate) drain_grace_ms: u128,
+    /// The keep-alive and header read timeouts ([`optional_ms`]).
     pub(crate) keepalive_ms: u128,
     pub(crate) header_timeout_ms: u128,
     /// 0: no heartbeat (stats off and no watchdog).

@@ -438,16 +438,17 @@ pub(crate) fn from_env(cfg: WorkerConfig) -> Result<Worker, Error> {
     };
     let shutdown_timeout = env_ms(ENV_SHUTDOWN_TIMEOUT_MS).unwrap_or(cfg.shutdown_timeout);
     let drain_grace = env_ms(ENV_DRAIN_GRACE_MS).unwrap_or(DEFAULT_DRAIN_GRACE);
-    let keepalive_timeout = match env_ms(ENV_KEEPALIVE_MS) {
+    // A timeout that may be off: 0 is none, unset is the default.
+    let optional_ms = |name: &str, default: Duration| match env_ms(name) {
         Some(d) if d.is_zero() => None,
         Some(d) => Some(d),
-        None => Some(crate::drain::DEFAULT_KEEPALIVE_TIMEOUT),
+        None => Some(default),
     };
-    let header_read_timeout = match env_ms(ENV_HEADER_TIMEOUT_MS) {
-        Some(d) if d.is_zero() => None,
-        Some(d) => Some(d),
-        None => Some(crate::drain::DEFAULT_HEADER_READ_TIMEOUT),
-    };
+    let keepalive_timeout = optional_ms(ENV_KEEPALIVE_MS, crate::drain::DEFAULT_KEEPALIVE_TIMEOUT);
+    let header_read_timeout = optional_ms(
+        ENV_HEADER_TIMEOUT_MS,
+        crate::drain::DEFAULT_HEADER_READ_TIMEOUT,
+    );
     // Stats off: nothing is counted; with no watchdog either, the master passes a heartbeat
     // interval of 0 and the worker sends no heartbeat at all.
     let stats = std::env::var(ENV_STATS).map_or(true, |v| v != "off");

@@ -166,19 +166,20 @@ mod tests {
 
     /// Counts parks and unparks.
     #[derive(Clone, Default)]
-    struct Count(
-        Arc<(
-            std::sync::atomic::AtomicUsize,
-            std::sync::atomic::AtomicUsize,
-        )>,
-    );
+    struct Count(Arc<Counts>);
+
+    #[derive(Default)]
+    struct Counts {
+        parks: std::sync::atomic::AtomicUsize,
+        unparks: std::sync::atomic::AtomicUsize,
+    }
 
     impl ParkHooks for Count {
         fn park(&self) {
-            self.0 .0.fetch_add(1, Ordering::Relaxed);
+            self.0.parks.fetch_add(1, Ordering::Relaxed);
         }
         fn unpark(&self) {
-            self.0 .1.fetch_add(1, Ordering::Relaxed);
+            self.0.unparks.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -196,7 +197,7 @@ mod tests {
             Some(count.clone()),
         );
         assert_eq!(
-            count.0 .0.load(Ordering::Relaxed),
+            count.0.parks.load(Ordering::Relaxed),
             0,
             "1000 yields, no park"
         );
@@ -204,8 +205,16 @@ mod tests {
             async_io::Timer::after(std::time::Duration::from_millis(20)),
             Some(count.clone()),
         );
-        assert_eq!(count.0 .0.load(Ordering::Relaxed), 1, "a wait parks once");
-        assert_eq!(count.0 .1.load(Ordering::Relaxed), 1, "and unparks once");
+        assert_eq!(
+            count.0.parks.load(Ordering::Relaxed),
+            1,
+            "a wait parks once"
+        );
+        assert_eq!(
+            count.0.unparks.load(Ordering::Relaxed),
+            1,
+            "and unparks once"
+        );
     }
 
     #[test]

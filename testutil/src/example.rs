@@ -139,13 +139,13 @@ impl Args {
         if self.shutdown_delay_ms > 0 {
             prefork = prefork.shutdown_delay(Duration::from_millis(self.shutdown_delay_ms));
         }
+        // 0: no timeout.
+        let optional = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
         if let Some(ms) = self.keepalive_timeout_ms {
-            prefork =
-                prefork.keepalive_timeout((ms > 0).then(|| std::time::Duration::from_millis(ms)));
+            prefork = prefork.keepalive_timeout(optional(ms));
         }
         if let Some(ms) = self.header_timeout_ms {
-            prefork =
-                prefork.header_read_timeout((ms > 0).then(|| std::time::Duration::from_millis(ms)));
+            prefork = prefork.header_read_timeout(optional(ms));
         }
         if let Some(ms) = self.drain_grace_ms {
             prefork = prefork.drain_grace(Duration::from_millis(ms));

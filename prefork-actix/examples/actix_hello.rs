@@ -5,7 +5,8 @@
 //! `GET /` answers `Hello, World!` (after `--sleep-ms`), `GET /pid` the worker's pid,
 //! `GET /block?ms=N` after blocking the actix worker thread for N ms, `GET /leak?mb=N` after
 //! allocating N MiB it never frees. With
-//! `--cert PATH --key PATH` it serves HTTPS (HTTP/2 by ALPN). `--no-prefork` is actix's own
+//! `--cert PATH --key PATH` it serves HTTPS (HTTP/2 by ALPN). `--http-server` serves through
+//! actix-web's own `HttpServer` (`run_prefork`) instead of `Server::serve`. `--no-prefork` is actix's own
 //! multi-threaded server with `--workers` threads in one process, the benchmarks' baseline.
 //! SIGTERM (or Ctrl+C) drains and exits 0.
 
@@ -18,9 +19,8 @@ use clap::Parser;
 use prefork_actix::{HttpServerExt as _, PreforkMiddleware, Server};
 use prefork_testutil::example;
 
-/// The idle keep-alive timeout the other adapters' contract programs have:
-/// [`Prefork::keepalive_timeout`](prefork_actix::Prefork::keepalive_timeout)'s default (75 s).
-/// actix's `keep_alive` is set on the `HttpServer`; prefork-actix does not apply the `Prefork`'s.
+/// The `Prefork`'s idle keep-alive timeout (75 s by default), for actix's own `HttpServer`
+/// (`--http-server`, `--no-prefork`; actix's default is 5 s).
 const KEEPALIVE: Duration = prefork_actix::prefork_core::DEFAULT_KEEPALIVE_TIMEOUT;
 
 /// The contract programs' shared flags, plus two of this example's own.
@@ -34,6 +34,10 @@ struct Args {
     /// A file each worker's app reads at start-up (stands for the config or data an app needs).
     #[arg(long)]
     require_file: Option<PathBuf>,
+    /// Serve through actix-web's own `HttpServer` and its accept thread
+    /// (`HttpServer::run_prefork`) instead of `Server::serve`'s accept loops.
+    #[arg(long)]
+    http_server: bool,
 }
 
 #[actix_web::main]
@@ -109,12 +113,13 @@ fn routes(cfg: &mut web::ServiceConfig, sleep: Duration) {
     );
 }
 
-/// The prefork server: this blocks (the master supervises, a worker serves).
+/// The prefork server: this blocks (the master supervises, a worker serves). Each actix worker
+/// thread accepts for itself ([`Server::serve`]): balanced per connection, plain HTTP on a TLS
+/// port answered `400`, the `Prefork`'s timeouts (`--keepalive-ms`, `--header-timeout-ms`).
 fn prefork(args: &Args) -> io::Result<()> {
     let common = &args.common;
-    let prefork = common.prefork();
     let (sleep, required) = (common.sleep(), args.require_file.clone());
-    HttpServer::new(move || {
+    let app = move || {
         let required = required.clone();
         App::new()
             .data_factory(move || load_required_file(required.clone()))
@@ -123,10 +128,16 @@ fn prefork(args: &Args) -> io::Result<()> {
             // worker drains (and idle ones after the drain grace), and runs the heartbeat on
             // each actix worker thread.
             .wrap(PreforkMiddleware)
-    })
-    // The other adapters' idle keep-alive timeout (actix's own default is 5 s).
-    .keep_alive(KEEPALIVE)
-    .run_prefork(Server::from_prefork(prefork).threads(args.threads))?;
+    };
+    let server = Server::from_prefork(common.prefork()).threads(args.threads);
+    if args.http_server {
+        // actix's own timeouts: the `Prefork`'s idle keep-alive timeout set by hand.
+        HttpServer::new(app)
+            .keep_alive(KEEPALIVE)
+            .run_prefork(server)?;
+    } else {
+        server.serve(app)?;
+    }
     Ok(())
 }
 

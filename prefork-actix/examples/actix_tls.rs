@@ -18,8 +18,8 @@
 //! curl -k https://127.0.0.1:8443/
 //! ```
 
-use actix_web::{web, App, HttpRequest, HttpServer};
-use prefork_actix::{HttpServerExt as _, PemFiles, PreforkMiddleware, Server, TlsConfig};
+use actix_web::{web, App, HttpRequest};
+use prefork_actix::{PemFiles, PreforkMiddleware, Server, TlsConfig};
 use tracing_subscriber::EnvFilter;
 
 async fn hello(req: HttpRequest) -> String {
@@ -47,10 +47,10 @@ fn main() -> Result<(), prefork_actix::Error> {
         cert_chain: cert_chain.into(),
         private_key: private_key.into(),
     });
-    HttpServer::new(|| {
+    // Plain HTTP sent to this port is answered `400` (HTTPS expected), as nginx does.
+    Server::new(addr).prefork(|p| p.tls(tls)).serve(|| {
         App::new()
             .route("/", web::get().to(hello))
             .wrap(PreforkMiddleware)
     })
-    .run_prefork(Server::new(addr).prefork(|p| p.tls(tls)))
 }

@@ -1,4 +1,6 @@
-//! Balanced accept for actix-web ([`prefork_core::balance`]).
+//! Balanced accept for actix-web's own `HttpServer`
+//! ([`run_prefork`](crate::HttpServerExt::run_prefork); [`Server::serve`](crate::Server::serve)
+//! asks [`prefork_core::balance`] before each accept, as the other adapters do).
 //!
 //! actix-server accepts on a thread of its own, in a loop that cannot be asked before each
 //! `accept`, so the worker steers it from outside instead: each connection it accepted

@@ -1,5 +1,5 @@
-//! What [`HttpServerExt::run_prefork`](crate::HttpServerExt::run_prefork) takes: the process model
-//! plus the one setting that belongs to actix.
+//! What [`Server::serve`] and [`HttpServerExt::run_prefork`](crate::HttpServerExt::run_prefork)
+//! take: the process model plus the settings that belong to actix.
 
 use std::any::Any;
 use std::fmt;
@@ -19,16 +19,18 @@ pub const DEFAULT_THREADS: usize = 1;
 /// [`Server::prefork`]: address(es), worker processes, `SO_REUSEPORT`, shutdown timeout, reload,
 /// health, hooks, TLS) plus the number of actix worker threads in each process.
 ///
-/// A bare [`Prefork`] converts into a `Server` with the defaults, so most programs never name
-/// this type:
+/// [`Server::serve`] serves an app factory with it; a bare [`Prefork`] also converts into a
+/// `Server` with the defaults, for [`run_prefork`](crate::HttpServerExt::run_prefork):
 ///
 /// ```no_run
-/// use actix_web::{App, HttpServer};
-/// use prefork_actix::{HttpServerExt as _, Server};
+/// use actix_web::App;
+/// use prefork_actix::Server;
 ///
 /// fn main() -> Result<(), prefork_actix::Error> {
-///     HttpServer::new(|| App::new())
-///         .run_prefork(Server::new("127.0.0.1:8080").prefork(|p| p.workers(4)).threads(2))
+///     Server::new("127.0.0.1:8080")
+///         .prefork(|p| p.workers(4))
+///         .threads(2)
+///         .serve(|| App::new())
 /// }
 /// ```
 pub struct Server {
@@ -76,7 +78,9 @@ impl Server {
 
     /// A callback for each new connection, as actix's `HttpServer::on_connect` (which
     /// [`run_prefork`](crate::HttpServerExt::run_prefork) owns: it gives every connection its
-    /// drain state there). Called after prefork's own, on the actix worker thread.
+    /// drain state there). Called after prefork's own, on the actix worker thread, with the
+    /// connection's stream (under [`Server::serve`]: `actix_web::rt::net::TcpStream`,
+    /// `tokio_rustls::server::TlsStream<TcpStream>` or `actix_web::rt::net::UnixStream`).
     pub fn on_connect<CB>(mut self, f: CB) -> Self
     where
         CB: Fn(&dyn Any, &mut Extensions) + Send + Sync + 'static,
@@ -88,7 +92,8 @@ impl Server {
     /// actix worker threads in each worker process (actix's `HttpServer::workers`, per listener).
     /// Default: [`DEFAULT_THREADS`] (1).
     ///
-    /// `0` is refused by [`run_prefork`](crate::HttpServerExt::run_prefork) with an
+    /// `0` is refused by [`Server::serve`] and
+    /// [`run_prefork`](crate::HttpServerExt::run_prefork) with an
     /// [`Error::Config`](prefork_core::Error::Config) before any worker starts
     /// (actix itself would panic).
     pub fn threads(mut self, threads: usize) -> Self {
@@ -101,4 +106,14 @@ impl From<Prefork> for Server {
     fn from(prefork: Prefork) -> Self {
         Server::from_prefork(prefork)
     }
+}
+
+/// Refuses 0 actix worker threads per process (actix itself would panic) before anything starts.
+pub(crate) fn check_threads(threads: usize) -> Result<(), prefork_core::Error> {
+    if threads == 0 {
+        return Err(prefork_core::Error::Config(
+            "prefork-actix: threads per worker must be at least 1".into(),
+        ));
+    }
+    Ok(())
 }

@@ -35,6 +35,11 @@ where
 /// Runs an [`actix_web::HttpServer`] as a prefork server: one master process supervising N
 /// worker processes that share the listening socket(s).
 ///
+/// For an existing, configured `HttpServer` (actix settings [`Server::serve`] does not take:
+/// `max_connections`, `backlog`, buffer sizes, ...). actix-server's accept thread then accepts:
+/// a burst of connections opened at once is not spread over the workers, and plain HTTP on a
+/// TLS port gets a TLS alert rather than a `400`; prefer [`serve`](crate::serve) otherwise.
+///
 /// Sealed: implemented for `HttpServer` only. See the [crate docs](crate) for the full picture.
 pub trait HttpServerExt: private::Sealed {
     /// Supervises in the master; serves this server in a worker. Blocks until the server is
@@ -112,11 +117,7 @@ where
             threads,
             on_connect,
         } = server.into();
-        if threads == 0 {
-            return Err(prefork_core::Error::Config(
-                "prefork-actix: threads per worker must be at least 1".into(),
-            ));
-        }
+        crate::config::check_threads(threads)?;
         if !self.addrs().is_empty() {
             return Err(prefork_core::Error::Config(format!(
                 "prefork-actix: the HttpServer is already bound to {:?}; remove the \
@@ -166,13 +167,7 @@ where
     S::Service: 'static,
     B: MessageBody + 'static,
 {
-    #[cfg(not(feature = "tls"))]
-    if child.tls_requested() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "TLS is configured but prefork-actix was built without its `tls` feature",
-        ));
-    }
+    check_tls_feature(child)?;
     let drain = state.drain.clone();
     let steer = steer.clone();
     let mut server = server
@@ -221,6 +216,20 @@ where
     }
     tracing::debug!(worker = child.id(), threads, "starting the actix server");
     Ok(server)
+}
+
+/// Refuses a TLS configuration when this crate was built without its `tls` feature.
+pub(crate) fn check_tls_feature(child: &Worker) -> io::Result<()> {
+    #[cfg(not(feature = "tls"))]
+    if child.tls_requested() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "TLS is configured but prefork-actix was built without its `tls` feature",
+        ));
+    }
+    #[cfg(feature = "tls")]
+    let _ = child;
+    Ok(())
 }
 
 /// actix offers `h2` (with its `http2` feature, which `tls` turns on) and `http/1.1` on every

@@ -211,13 +211,19 @@ pub(crate) fn start_here(drain: &Drain) {
 /// Registers a new connection of this thread (`io` is what actix's `on_connect` hands over).
 /// `None` if this thread runs no drain task (the app has no `PreforkMiddleware`).
 pub(crate) fn register(io: &dyn Any) -> Option<Rc<ConnState>> {
+    register_socket(socket_of(io))
+}
+
+/// Registers a new connection of this thread by its socket (`None`: a stream without one, never
+/// shut down). `None` if this thread runs no drain task (the app has no `PreforkMiddleware`).
+pub(crate) fn register_socket(socket: Option<BorrowedFd<'_>>) -> Option<Rc<ConnState>> {
     REGISTRY.with(|r| {
         let mut r = r.borrow_mut();
         if !r.running {
             return None;
         }
         let conn = Rc::new(ConnState {
-            socket: socket_of(io).and_then(Socket::of),
+            socket: socket.and_then(Socket::of),
             busy: Cell::new(0),
             activity: Cell::new(0),
             seen: Cell::new(None),

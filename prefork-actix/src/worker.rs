@@ -29,15 +29,23 @@ pub(crate) fn run(
     steer: &Steer,
     handed_off: Vec<HandedOffListener>,
 ) -> io::Result<()> {
+    on_a_thread_outside_any_runtime(|| run_here(server, child, state, steer, handed_off))
+}
+
+/// Runs `f` on this thread if it runs no async runtime, else on a thread of its own
+/// (`prefork-actix`; a runtime cannot be started inside another), and waits for it.
+pub(crate) fn on_a_thread_outside_any_runtime<T: Send>(
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
     if tokio::runtime::Handle::try_current().is_err() {
-        return run_here(server, child, state, steer, handed_off);
+        return f();
     }
     // Inside `#[actix_web::main]` (or `#[tokio::main]`): this thread is busy running the caller's
     // runtime, blocked in this call; the server gets its own thread and System.
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("prefork-actix".to_owned())
-            .spawn_scoped(scope, || run_here(server, child, state, steer, handed_off))
+            .spawn_scoped(scope, f)
             .map_err(|e| io::Error::new(e.kind(), format!("starting the server thread: {e}")))?;
         thread
             .join()
@@ -162,7 +170,7 @@ async fn drive(
 /// Without [`PreforkMiddleware`](crate::PreforkMiddleware) in the app no actix worker thread
 /// runs the heartbeat: beat from this (the server's control) thread instead, so the watchdog does
 /// not kill a healthy worker, and say what is lost.
-fn fallback_heartbeat(
+pub(crate) fn fallback_heartbeat(
     child: &Worker,
     state: &Arc<WorkerState>,
 ) -> Option<actix_rt::task::JoinHandle<()>> {

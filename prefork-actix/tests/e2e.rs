@@ -67,18 +67,38 @@ fn serves_with_one_actix_thread_per_worker_respawns_and_dies_with_the_master() {
     contract::replaces_a_killed_worker_and_dies_with_the_master(s);
 }
 
-/// Balanced accept (on by default): actix's accept thread is paused while the worker is over
-/// its share and another waits in accept, so connections arriving in waves spread over 2, 4
-/// and 8 workers (`ops::waves_are_balanced`). A burst of 64 opened at once is not balanced:
-/// actix's accept thread takes what is queued before a pause reaches it.
+/// Balanced accept (on by default): each actix worker thread accepts for itself
+/// (`Server::serve`) and yields while its worker is over its share, so a burst of 64
+/// connections opened at once spreads over 2, 4 and 8 workers (`ops::burst_is_balanced`).
 #[test]
-fn connections_in_waves_spread_over_2_4_and_8_workers() {
-    prefork_testutil::ops::waves_are_balanced(&hello(), &[2, 4], &[]);
+fn a_burst_of_64_connections_spreads_over_2_4_and_8_workers() {
+    prefork_testutil::ops::burst_is_balanced(&hello(), &[]);
+}
+
+/// Under `run_prefork` (`--http-server`) actix-server's accept thread accepts, in a loop that
+/// cannot be asked before each `accept`: the balance pauses it from outside once its worker is
+/// over its share, so connections arriving in waves spread over 2 and 4 workers
+/// (`ops::waves_are_balanced`); a burst opened at once is not spread.
+#[test]
+fn under_run_prefork_connections_in_waves_spread_over_2_and_4_workers() {
+    prefork_testutil::ops::waves_are_balanced(&hello(), &[2, 4], &["--http-server"]);
+}
+
+/// The `Prefork`'s keep-alive timeout is actix's `keep_alive` under `Server::serve`: an idle
+/// keep-alive connection is closed after it, a busy one is not.
+#[test]
+fn idle_keepalive_connections_close_after_the_keepalive_timeout() {
+    contract::idle_keepalive_connections_close_after_the_keepalive_timeout(&hello(), &[]);
 }
 
 #[test]
 fn sigterm_drains_a_slow_request() {
     contract::sigterm_drains_a_slow_request(&hello(), &[]);
+}
+
+#[test]
+fn under_run_prefork_sigterm_drains_a_slow_request() {
+    contract::sigterm_drains_a_slow_request(&hello(), &["--http-server"]);
 }
 
 #[test]
@@ -112,6 +132,22 @@ fn tls_serves_h2_on_the_threads_asked_and_survives_bad_handshakes() {
     }
 }
 
+/// Plain HTTP on the TLS port: a `400` saying HTTPS is expected, then the close; the workers
+/// keep serving HTTPS.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_answers_plain_http_with_400() {
+    contract::tls_answers_plain_http_with_400(&hello(), &[]);
+}
+
+/// Under `run_prefork`, actix-web's own TLS listeners: HTTP/2 by ALPN, bad handshakes cost
+/// their connection only (plain HTTP gets a TLS alert, not a `400`).
+#[cfg(feature = "tls")]
+#[test]
+fn under_run_prefork_tls_serves_h2_and_survives_bad_handshakes() {
+    contract::tls_serves_and_survives_bad_handshakes(&hello(), &["--http-server"], true);
+}
+
 #[cfg(feature = "tls")]
 #[test]
 fn bad_tls_inputs_fail_fast() {
@@ -141,9 +177,15 @@ fn a_failing_app_factory_is_the_masters_error_without_a_restart_loop() {
     // Ready is reported only once actix has built the app in its worker threads: a worker whose
     // `App::data_factory` fails never reports ready, so the master stops with its error instead
     // of respawning it over and over.
-    let log = contract::a_workers_startup_error_is_the_masters_error(&hello());
+    let log = contract::a_workers_startup_error_is_the_masters_error(&hello(), &[]);
     // The worker's own error (sent on its control channel, which happens only before ready),
     // not merely its exit status.
+    assert!(
+        log.contains("failed to start: the app factory failed on 127.0.0.1:"),
+        "actix's start-up error reaches the master:\n{log}"
+    );
+    // The same under `run_prefork`, where actix-server builds the apps.
+    let log = contract::a_workers_startup_error_is_the_masters_error(&hello(), &["--http-server"]);
     assert!(
         log.contains("failed to start: Can not start server service"),
         "actix's start-up error reaches the master:\n{log}"
@@ -173,6 +215,11 @@ fn plain_fn_main_serves_on_the_main_thread_and_stops() {
 
 // ---------------------------------------------------------------------------------------------
 // The loss-free drain, the heartbeat watchdog and Unix sockets, through PreforkMiddleware.
+
+#[test]
+fn under_run_prefork_drain_under_load_loses_nothing() {
+    contract::drain_under_load_loses_nothing(&hello(), &["--http-server"]);
+}
 
 #[test]
 fn drain_under_load_loses_nothing() {

@@ -44,7 +44,7 @@ fn bad_input_fails_fast() {
 
 #[test]
 fn a_workers_startup_error_is_the_masters_error() {
-    contract::a_workers_startup_error_is_the_masters_error(&bin());
+    contract::a_workers_startup_error_is_the_masters_error(&bin(), &[]);
 }
 
 // The process model itself.

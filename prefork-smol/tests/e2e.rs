@@ -38,7 +38,7 @@ fn bad_input_fails_fast() {
 /// respawn over and over.
 #[test]
 fn a_failing_app_factory_is_the_masters_error_without_a_restart_loop() {
-    let log = contract::a_workers_startup_error_is_the_masters_error(&bin());
+    let log = contract::a_workers_startup_error_is_the_masters_error(&bin(), &[]);
     assert!(
         log.contains("No such file or directory"),
         "the OS's cause reaches the master:\n{log}"

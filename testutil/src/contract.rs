@@ -571,10 +571,10 @@ pub fn bad_input_fails_fast(bin: &Path) {
 /// 1 and the worker's own message (`failed to start: ... cannot read <path>`), only the two
 /// initial workers were ever started, and none was reported ready.
 ///
-/// Returns the log, for the caller's own checks on the message.
-pub fn a_workers_startup_error_is_the_masters_error(bin: &Path) -> String {
+/// `extra`: more flags for `bin`. Returns the log, for the caller's own checks on the message.
+pub fn a_workers_startup_error_is_the_masters_error(bin: &Path, extra: &[&str]) -> String {
     let missing = "/nonexistent/prefork-app-data.bin";
-    let args = [
+    let mut args = vec![
         "--addr",
         "127.0.0.1:0",
         "--workers",
@@ -582,6 +582,7 @@ pub fn a_workers_startup_error_is_the_masters_error(bin: &Path) -> String {
         "--require-file",
         missing,
     ];
+    args.extend_from_slice(extra);
     let log = fails_fast(bin, &args);
     assert!(log.contains("failed to start"), "{log}");
     assert!(

@@ -61,7 +61,7 @@
 //! # Vocabulary (the same in every prefork adapter)
 //! | concept | here |
 //! |---|---|
-//! | serve an app on an address | [`serve(factory, addr)`](serve), or `HttpServer::new(factory).run_prefork(Prefork::new(addr))` ([`HttpServerExt::run_prefork`]) |
+//! | serve an app on an address | [`serve(factory, addr)`](serve), [`serve_tls(factory, addr, files)`](serve_tls) for HTTPS, or `HttpServer::new(factory).run_prefork(Prefork::new(addr))` ([`HttpServerExt::run_prefork`]) |
 //! | build the app in each worker | actix's own app factory (`\|\| App::new()...`) runs in each worker only |
 //! | every option | [`Server`]: `Server::new(addr)` or `Server::from_prefork(p)`, then `.prefork(\|p\| ..)` for the process model ([`Prefork`]), `.threads(n)` for actix worker threads, `.serve(factory)` |
 //! | a worker's context | [`prefork_core::Worker`] (the middleware and the drain use it for you) |
@@ -274,6 +274,8 @@ pub use config::{Server, DEFAULT_THREADS};
 pub use ext::HttpServerExt;
 pub use middleware::{PreforkBody, PreforkFuture, PreforkMiddleware, PreforkService};
 pub use serve::serve;
+#[cfg(feature = "tls")]
+pub use serve::serve_tls;
 
 /// The process model this crate builds on (the same version), for its other types.
 pub use prefork_core;

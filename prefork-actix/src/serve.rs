@@ -94,6 +94,51 @@ where
     Server::new(addr).serve(factory)
 }
 
+/// Serves an actix-web app over HTTPS on `addr` (HTTP/2 or HTTP/1.1 by ALPN), with the
+/// certificate chain and private key of `files`, loaded and checked by the master before any
+/// worker starts; otherwise as [`serve`]. Plain HTTP sent to the port is answered `400`.
+///
+/// ```no_run
+/// use actix_web::{web, App};
+/// use prefork_actix::{PemFiles, PreforkMiddleware};
+///
+/// fn main() -> Result<(), prefork_actix::Error> {
+///     prefork_actix::serve_tls(
+///         || App::new().route("/", web::get().to(|| async { "Hello" })).wrap(PreforkMiddleware),
+///         "0.0.0.0:8443",
+///         PemFiles { cert_chain: "cert.pem".into(), private_key: "key.pem".into() },
+///     )
+/// }
+/// ```
+///
+/// For embedded PEM bytes or your own rustls configuration, use
+/// [`Prefork::tls`](prefork_core::Prefork::tls) with a [`TlsConfig`](prefork_core::TlsConfig)
+/// (`Server::new(addr).prefork(|p| p.tls(config)).serve(factory)`).
+///
+/// # Errors
+/// As [`serve`], and a TLS error naming the file ("TLS: key.pem: no private key found").
+#[cfg(feature = "tls")]
+pub fn serve_tls<F, I, S, B>(
+    factory: F,
+    addr: impl Into<ListenAddr>,
+    files: prefork_core::PemFiles,
+) -> Result<(), prefork_core::Error>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request> + 'static,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    Server::new(addr)
+        .prefork(|p| p.tls(prefork_core::TlsConfig::from_pem_files(files)))
+        .serve(factory)
+}
+
 impl Server {
     /// Serves actix-web's app factory (`|| App::new()...`, as `HttpServer::new` takes it) with
     /// these settings: supervises in the master, serves in a worker. Blocks until the server has
@@ -147,14 +192,28 @@ impl Server {
             on_connect,
         } = self;
         crate::config::check_threads(threads)?;
+        // The one place that knows the app's types: the rest of the worker is not generic.
+        let start_thread: StartThread = Box::new(move |shared, listeners, built| {
+            let factory = factory.clone();
+            Box::new(move || {
+                actix_rt::spawn(serve_thread(shared, listeners, factory, built));
+            })
+        });
         prefork.run(move |child| {
             crate::worker::on_a_thread_outside_any_runtime(move || {
-                run_worker(child, factory, threads, on_connect)
+                run_worker(child, start_thread, threads, on_connect)
             })
         })?;
         Ok(())
     }
 }
+
+/// Where an actix worker thread says whether it built its app.
+type Built = tokio::sync::mpsc::UnboundedSender<io::Result<()>>;
+
+/// Makes what an actix worker thread (an arbiter) runs: build the app, then accept and serve
+/// ([`serve_thread`]).
+type StartThread = Box<dyn FnMut(Arc<Shared>, Listeners, Built) -> Box<dyn FnOnce() + Send> + Send>;
 
 /// What every serving thread of a worker shares.
 struct Shared {
@@ -190,23 +249,12 @@ impl Listeners {
     }
 }
 
-fn run_worker<F, I, S, B>(
+fn run_worker(
     mut child: Worker,
-    factory: F,
+    start_thread: StartThread,
     threads: usize,
     on_connect: Option<OnConnect>,
-) -> io::Result<()>
-where
-    F: Fn() -> I + Send + Clone + 'static,
-    I: IntoServiceFactory<S, Request> + 'static,
-    S: ServiceFactory<Request, Config = AppConfig> + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: fmt::Debug,
-    S::Response: Into<Response<B>> + 'static,
-    <S::Service as Service<Request>>::Future: 'static,
-    S::Service: 'static,
-    B: MessageBody + 'static,
-{
+) -> io::Result<()> {
     crate::ext::check_tls_feature(&child)?;
     let state = WorkerState::install(Drain::for_worker(&child), Some(child.heartbeat()), threads);
     let shared = Arc::new(Shared {
@@ -233,7 +281,12 @@ where
         .build()
         .map_err(|e| io::Error::new(e.kind(), format!("starting the async runtime: {e}")))?;
     actix_rt::System::with_tokio_rt(|| runtime).block_on(coordinate(
-        &child, &state, shared, listeners, factory, threads,
+        &child,
+        &state,
+        shared,
+        listeners,
+        start_thread,
+        threads,
     ))
 }
 
@@ -241,25 +294,14 @@ where
 /// copies of the listeners; reports ready once every one has built its app; on the shutdown
 /// notification (each thread stops accepting by itself and closes its copies), waits until
 /// every connection has ended, or for [`Worker::drain_timeout`] exactly.
-async fn coordinate<F, I, S, B>(
+async fn coordinate(
     child: &Worker,
     state: &Arc<WorkerState>,
     shared: Arc<Shared>,
     listeners: Listeners,
-    factory: F,
+    mut start_thread: StartThread,
     threads: usize,
-) -> io::Result<()>
-where
-    F: Fn() -> I + Send + Clone + 'static,
-    I: IntoServiceFactory<S, Request> + 'static,
-    S: ServiceFactory<Request, Config = AppConfig> + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: fmt::Debug,
-    S::Response: Into<Response<B>> + 'static,
-    <S::Service as Service<Request>>::Future: 'static,
-    S::Service: 'static,
-    B: MessageBody + 'static,
-{
+) -> io::Result<()> {
     let (built_tx, mut built_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut arbiters = Vec::with_capacity(threads);
     let stop_all = |arbiters: &[actix_rt::Arbiter]| {
@@ -269,11 +311,8 @@ where
     };
     for _ in 0..threads {
         let copies = listeners.try_clone()?;
-        let (shared, factory, built) = (shared.clone(), factory.clone(), built_tx.clone());
         let arbiter = actix_rt::Arbiter::new();
-        arbiter.spawn_fn(move || {
-            actix_rt::spawn(serve_thread(shared, copies, factory, built));
-        });
+        arbiter.spawn_fn(start_thread(shared.clone(), copies, built_tx.clone()));
         arbiters.push(arbiter);
     }
     // Each thread holds its own copies now: the drain closes them all.
@@ -329,7 +368,7 @@ async fn serve_thread<F, I, S, B>(
     shared: Arc<Shared>,
     listeners: Listeners,
     factory: F,
-    built: tokio::sync::mpsc::UnboundedSender<io::Result<()>>,
+    built: Built,
 ) where
     F: Fn() -> I + Send + Clone + 'static,
     I: IntoServiceFactory<S, Request> + 'static,

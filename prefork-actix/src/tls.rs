@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix_http::Protocol;
 use actix_web::rt::net::TcpStream;
 use prefork_core::accept::{
-    is_plain_http, PLAIN_HTTP_PEEK_LEN, PLAIN_HTTP_READ_LIMIT, PLAIN_HTTP_RESPONSE,
+    is_plain_http, HandshakeEnd, PLAIN_HTTP_PEEK_LEN, PLAIN_HTTP_READ_LIMIT, PLAIN_HTTP_RESPONSE,
 };
 use prefork_core::rustls::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,7 +55,6 @@ impl Tls {
             }
             Ok(self.acceptor.accept(stream).await)
         };
-        let timeout_ms = self.handshake_timeout.as_millis() as u64;
         match actix_rt::time::timeout(self.handshake_timeout, accept).await {
             Ok(Ok(Ok(tls))) => {
                 let protocol = match tls.get_ref().1.alpn_protocol() {
@@ -66,28 +65,15 @@ impl Tls {
                 Some((tls, protocol))
             }
             Ok(Ok(Err(e))) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                HandshakeEnd::Failed(&e).log(peer, self.handshake_timeout);
                 None
             }
             Ok(Err(result)) => {
-                tracing::debug!(
-                    %peer,
-                    error = result.err().map(tracing::field::display),
-                    "plain HTTP on the TLS port: answered 400, connection closed"
-                );
-                None
-            }
-            Err(_) if plain_http => {
-                tracing::debug!(
-                    %peer,
-                    timeout_ms,
-                    "plain HTTP on the TLS port: answered 400; the client did not close within \
-                     the handshake timeout, connection closed"
-                );
+                HandshakeEnd::PlainHttp(result.as_ref().err()).log(peer, self.handshake_timeout);
                 None
             }
             Err(_) => {
-                tracing::debug!(%peer, timeout_ms, "TLS handshake timed out");
+                HandshakeEnd::TimedOut { plain_http }.log(peer, self.handshake_timeout);
                 None
             }
         }

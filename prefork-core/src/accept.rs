@@ -103,6 +103,51 @@ This port expects HTTPS (TLS); plain HTTP was sent.\n";
 /// reset can destroy the answer before the client has read it.
 pub const PLAIN_HTTP_READ_LIMIT: u64 = 64 * 1024;
 
+/// How the start of a connection on a TLS port ended without a TLS stream, as every adapter's
+/// handshake logs it ([`HandshakeEnd::log`]: one `debug` line; the connection costs nothing
+/// more).
+#[derive(Debug)]
+pub enum HandshakeEnd<'a> {
+    /// The TLS handshake failed (garbage, a protocol error, the client left).
+    Failed(&'a io::Error),
+    /// Plain HTTP was sent and answered `400`; the error, if sending the answer or waiting for
+    /// the client's close failed.
+    PlainHttp(Option<&'a io::Error>),
+    /// The handshake timeout expired; `plain_http`: after the `400` was sent, waiting for the
+    /// client to close.
+    TimedOut {
+        /// Plain HTTP was sent and answered `400` before the timeout.
+        plain_http: bool,
+    },
+}
+
+impl HandshakeEnd<'_> {
+    /// Logs how the connection from `peer` ended, at `debug` level (`timeout`: the handshake
+    /// timeout).
+    pub fn log(&self, peer: std::net::SocketAddr, timeout: std::time::Duration) {
+        let timeout_ms = timeout.as_millis() as u64;
+        match self {
+            HandshakeEnd::Failed(e) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed; connection closed");
+            }
+            HandshakeEnd::PlainHttp(e) => tracing::debug!(
+                %peer,
+                error = e.map(tracing::field::display),
+                "plain HTTP on the TLS port: answered 400, connection closed"
+            ),
+            HandshakeEnd::TimedOut { plain_http: true } => tracing::debug!(
+                %peer,
+                timeout_ms,
+                "plain HTTP on the TLS port: answered 400; the client did not close within the \
+                 handshake timeout, connection closed"
+            ),
+            HandshakeEnd::TimedOut { plain_http: false } => {
+                tracing::debug!(%peer, timeout_ms, "TLS handshake timed out; connection closed");
+            }
+        }
+    }
+}
+
 /// A listening socket's descriptor handed to a server that owns it from then on (as
 /// actix-server's accept thread owns the listeners actix-web is given), remembered so that this
 /// process can let go of the socket while that server still holds the descriptor number:

@@ -13,6 +13,7 @@ use hyper::{Request, Response};
 use prefork_core::service::Counted;
 use prefork_core::timer::{Connection, HeaderTimer, RuntimeTimer};
 use prefork_core::{Drain, DrainConn, Shutdown};
+#[cfg(feature = "tls")]
 use smol_hyper::rt::SmolTimer;
 use std::time::Instant;
 

@@ -9,7 +9,7 @@ use async_io::Timer;
 use futures_rustls::server::TlsStream;
 use futures_rustls::TlsAcceptor;
 use prefork_core::accept::{
-    is_plain_http, PLAIN_HTTP_PEEK_LEN, PLAIN_HTTP_READ_LIMIT, PLAIN_HTTP_RESPONSE,
+    is_plain_http, HandshakeEnd, PLAIN_HTTP_PEEK_LEN, PLAIN_HTTP_READ_LIMIT, PLAIN_HTTP_RESPONSE,
 };
 use prefork_core::Shutdown;
 use smol::future;
@@ -67,33 +67,16 @@ where
     match outcome {
         Some(Outcome::Tls(Ok(tls))) => Some(tls),
         Some(Outcome::Tls(Err(e))) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed; connection closed");
+            HandshakeEnd::Failed(&e).log(peer, timeout);
             None
         }
         Some(Outcome::PlainHttp(result)) => {
-            tracing::debug!(
-                %peer,
-                error = result.err().map(tracing::field::display),
-                "plain HTTP on the TLS port: answered 400, connection closed"
-            );
+            HandshakeEnd::PlainHttp(result.as_ref().err()).log(peer, timeout);
             None
         }
         None if shutdown.is_triggered() => None,
-        None if plain_http => {
-            tracing::debug!(
-                %peer,
-                timeout_ms = timeout.as_millis() as u64,
-                "plain HTTP on the TLS port: answered 400; the client did not close within the \
-                 handshake timeout, connection closed"
-            );
-            None
-        }
         None => {
-            tracing::debug!(
-                %peer,
-                timeout_ms = timeout.as_millis() as u64,
-                "TLS handshake timed out; connection closed"
-            );
+            HandshakeEnd::TimedOut { plain_http }.log(peer, timeout);
             None
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prefork_core::accept::{
-    is_plain_http, PLAIN_HTTP_PEEK_LEN, PLAIN_HTTP_READ_LIMIT, PLAIN_HTTP_RESPONSE,
+    is_plain_http, HandshakeEnd, PLAIN_HTTP_PEEK_LEN, PLAIN_HTTP_READ_LIMIT, PLAIN_HTTP_RESPONSE,
 };
 use prefork_core::rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -78,32 +78,15 @@ impl Tls {
                 Some(tls)
             }
             Ok(Outcome::Tls(Err(e))) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                HandshakeEnd::Failed(&e).log(peer, self.handshake_timeout);
                 None
             }
             Ok(Outcome::PlainHttp(result)) => {
-                tracing::debug!(
-                    %peer,
-                    error = result.err().map(tracing::field::display),
-                    "plain HTTP on the TLS port: answered 400, connection closed"
-                );
-                None
-            }
-            Err(_) if plain_http => {
-                tracing::debug!(
-                    %peer,
-                    timeout_ms = self.handshake_timeout.as_millis() as u64,
-                    "plain HTTP on the TLS port: answered 400; the client did not close within \
-                     the handshake timeout, connection closed"
-                );
+                HandshakeEnd::PlainHttp(result.as_ref().err()).log(peer, self.handshake_timeout);
                 None
             }
             Err(_) => {
-                tracing::debug!(
-                    %peer,
-                    timeout_ms = self.handshake_timeout.as_millis() as u64,
-                    "TLS handshake timed out"
-                );
+                HandshakeEnd::TimedOut { plain_http }.log(peer, self.handshake_timeout);
                 None
             }
         }

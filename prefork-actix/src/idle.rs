@@ -4,9 +4,11 @@
 //!
 //! actix-web gives no handle on a connection and no hook for closing one, so the worker keeps its
 //! own books:
-//! - `on_connect` (owned by [`run_prefork`](crate::HttpServerExt::run_prefork)) [`register`]s
-//!   every connection: its socket's descriptor and identity, in a list that belongs to the actix
-//!   worker thread serving it (thread-local: each connection lives on one thread);
+//! - every connection is registered ([`register`] from `on_connect` under
+//!   [`run_prefork`](crate::HttpServerExt::run_prefork), [`register_socket`] by
+//!   [`Server::serve`](crate::Server::serve)'s accept loop): its socket's descriptor and
+//!   identity, in a list that belongs to the actix worker thread serving it (thread-local: each
+//!   connection lives on one thread);
 //! - [`PreforkMiddleware`](crate::PreforkMiddleware) holds a [`Busy`] guard from a request's
 //!   start until its response body has been sent to the end (or dropped), so a streaming
 //!   response counts as in progress until its last chunk;

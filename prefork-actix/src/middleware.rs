@@ -3,11 +3,11 @@
 //! grace which connections have a request in progress, and runs the heartbeat on each actix
 //! worker thread.
 //!
-//! actix-web's `HttpServer` keeps its app factory private, so the adapter cannot wrap the app
-//! itself: the user adds [`PreforkMiddleware`] with `App::wrap`. What the adapter can do on the
-//! `HttpServer` it does there: `on_connect` gives every connection its
-//! [`DrainConn`](prefork_core::DrainConn) (open connections are counted with or without the
-//! middleware) and its place in the drain grace's books ([`crate::idle`]).
+//! The app factory returns the user's `App`, whose middleware type the adapter cannot change:
+//! the user adds [`PreforkMiddleware`] with `App::wrap`. What the adapter can do around the app
+//! it does there: every connection gets its [`DrainConn`](prefork_core::DrainConn) (open
+//! connections are counted with or without the middleware) and its place in the drain grace's
+//! books ([`crate::idle`]), from `Server::serve`'s accept loop or `run_prefork`'s `on_connect`.
 
 use std::cell::Cell;
 use std::fmt;

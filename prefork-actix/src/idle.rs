@@ -126,6 +126,13 @@ impl ConnState {
         })
     }
 
+    /// Bytes arrived on the connection (under [`Server::serve`](crate::Server::serve), whose
+    /// connection I/O sees reads): something happened, so a request head still arriving is not
+    /// taken for an idle connection.
+    pub(crate) fn touch(&self) {
+        self.activity.set(self.activity.get().wrapping_add(1));
+    }
+
     /// One look by the drain task: shuts the connection's reading down if nothing happened on it
     /// since the previous look and no request is in progress. Returns whether it did.
     fn look(&self) -> bool {

@@ -124,9 +124,10 @@
 //!   actix's own graceful stop): an HTTP/2 connection is closed once idle for the grace, like an
 //!   HTTP/1 one, without being told first. One that always has a request in progress ends at the
 //!   drain timeout.
-//! - **Reads are not seen by the grace.** The other adapters count every read as activity;
-//!   here only requests are. A request head still arriving when the grace ends (a client
-//!   sending it over more than a grace) is cut.
+//! - **Reads are not seen by the grace under [`run_prefork`](HttpServerExt::run_prefork).**
+//!   [`serve`] counts every read as activity, as the other adapters do; under `run_prefork` only
+//!   requests are, so a request head still arriving when the grace ends (a client sending it
+//!   over more than a grace) is cut.
 //!
 //! actix's own graceful stop (`ServerHandle::stop(true)`) is not used: it drops connections
 //! accepted but not yet handed to a worker thread and closes idle keep-alive connections at

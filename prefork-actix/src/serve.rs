@@ -692,6 +692,9 @@ impl AsyncRead for Io {
         let r = on_stream!(this, s => s.poll_read(cx, buf));
         if buf.filled().len() > before {
             this.conn.on_read();
+            if let Some(idle) = &this.idle {
+                idle.touch();
+            }
         }
         r
     }

@@ -226,6 +226,12 @@ fn drain_under_load_loses_nothing() {
     contract::drain_under_load_loses_nothing(&hello(), &[]);
 }
 
+/// A request head sent one byte at a time across several drain graces is still answered.
+#[test]
+fn drain_answers_a_head_sent_across_several_graces() {
+    contract::drain_answers_a_head_sent_across_several_graces(&hello(), &[]);
+}
+
 /// actix's own `keep_alive` timer would close an idle keep-alive connection only after 75 s
 /// (`actix_hello` sets the other adapters' timeout): within the scenario's deadlines it is the
 /// drain grace that closes it.

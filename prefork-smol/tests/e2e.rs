@@ -140,6 +140,12 @@ fn bad_tls_inputs_fail_fast() {
     contract::bad_tls_inputs_fail_fast(&bin());
 }
 
+/// A request head sent one byte at a time across several drain graces is still answered.
+#[test]
+fn drain_answers_a_head_sent_across_several_graces() {
+    contract::drain_answers_a_head_sent_across_several_graces(&bin(), &[]);
+}
+
 #[test]
 fn drain_under_load_loses_nothing() {
     contract::drain_under_load_loses_nothing(&bin(), &[]);

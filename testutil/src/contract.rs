@@ -424,6 +424,45 @@ fn wait_for_eof(stream: &mut TcpStream, within: Duration) -> Option<bool> {
     }
 }
 
+/// A drain answers what was received, even slowly: on a keep-alive connection that served one
+/// request, once its worker drains (`--drain-grace-ms 200`), the next request head is sent one
+/// byte every 50 ms (2.5 s, several graces): the bytes keep the connection from being taken for
+/// idle, and the request is answered `200` with `Connection: close`, then the connection closes.
+pub fn drain_answers_a_head_sent_across_several_graces(bin: &Path, extra: &[&str]) {
+    use std::io::Read;
+    let mut args = vec!["--drain-grace-ms", "200", "--shutdown-timeout-ms", "60000"];
+    args.extend_from_slice(extra);
+    let s = start(bin, &args);
+    s.wait_ready();
+    let mut conn = TcpStream::connect(s.addr).unwrap();
+    let pid: u32 = raw_get(&mut conn, "/pid").parse().unwrap_or(0);
+    let listeners = listener_inodes(s.addr);
+    assert!(holds_one_of(pid, &listeners), "{listeners:?}");
+    s.signal(Signal::SIGTERM);
+    assert!(
+        wait_until(DEADLINE, || !holds_one_of(pid, &listeners)),
+        "worker {pid} did not begin to drain; log:\n{}",
+        s.log()
+    );
+    let head = b"GET /pid HTTP/1.1\r\nhost: test\r\nx-pad: 0123456789\r\n\r\n";
+    for byte in head {
+        if conn.write_all(&[*byte]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    conn.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(
+        answer.starts_with("http/1.1 200 ") && answer.contains("connection: close"),
+        "the slowly sent request is answered, with Connection: close: {answer:?}; log:\n{}",
+        s.log()
+    );
+    assert!(answer.ends_with(&pid.to_string()), "{answer:?}");
+}
+
 /// Proves the drain grace on idle keep-alive connections, for an example whose own idle
 /// keep-alive timeout is long (75 s, as every contract program's), so that only the grace can
 /// close them in time. Started with `--drain-grace-ms 500` and a shutdown timeout of 60 s (past

@@ -149,6 +149,34 @@ impl ConnState {
     }
 }
 
+/// A dropped connection leaves its thread's list soon: a `Weak` keeps its state's allocation, and
+/// thousands of those left behind by a wave of connections, scattered over the heap, would keep
+/// the allocator from giving the wave's memory back (`Drain` trims it once the connections are
+/// gone). The list is pruned once it holds more than twice the live connections (plus
+/// [`MIN_PRUNE`]): amortised O(1) per connection.
+impl Drop for ConnState {
+    fn drop(&mut self) {
+        if self.socket.is_none() {
+            return;
+        }
+        let _ = REGISTRY.try_with(|r| {
+            // Never borrowed while a connection's state drops (the drain task's look holds
+            // strong references only to states that stay alive); skip rather than panic.
+            let Ok(mut r) = r.try_borrow_mut() else {
+                return;
+            };
+            r.live = r.live.saturating_sub(1);
+            if r.conns.len() > 2 * r.live + MIN_PRUNE {
+                r.conns.retain(|c| c.strong_count() > 0);
+                if r.conns.capacity() > 4 * r.conns.len() + MIN_PRUNE {
+                    r.conns.shrink_to_fit();
+                }
+                r.prune_at = (r.conns.len() * 2).max(MIN_PRUNE);
+            }
+        });
+    }
+}
+
 /// A request in progress on a connection: from the middleware's call until the response body
 /// has ended or been dropped.
 #[derive(Debug)]
@@ -175,6 +203,8 @@ struct Registry {
     /// Whether this thread runs the drain task (connections are registered only then).
     running: bool,
     conns: Vec<Weak<ConnState>>,
+    /// Connections in `conns` not yet dropped.
+    live: usize,
     /// Dropped connections are pruned from `conns` when it reaches this length.
     prune_at: usize,
 }
@@ -186,6 +216,7 @@ thread_local! {
         RefCell::new(Registry {
             running: false,
             conns: Vec::new(),
+            live: 0,
             prune_at: MIN_PRUNE,
         })
     };
@@ -244,6 +275,7 @@ pub(crate) fn register_socket(socket: Option<BorrowedFd<'_>>) -> Option<Rc<ConnS
                 r.prune_at = (r.conns.len() * 2).max(MIN_PRUNE);
             }
             r.conns.push(Rc::downgrade(&conn));
+            r.live += 1;
         }
         Some(conn)
     })
@@ -295,6 +327,26 @@ mod tests {
             seen: Cell::new(None),
             shut: Cell::new(false),
         })
+    }
+
+    /// A wave of connections that came and went leaves no entries behind in the thread's list
+    /// (each would keep its state's allocation, and the allocator its pages).
+    #[test]
+    fn the_list_lets_go_of_dropped_connections() {
+        REGISTRY.with(|r| r.borrow_mut().running = true);
+        let pairs: Vec<_> = (0..200).map(|_| UnixStream::pair().unwrap()).collect();
+        let conns: Vec<_> = pairs
+            .iter()
+            .map(|(ours, _)| register_socket(Some(ours.as_fd())).unwrap())
+            .collect();
+        assert_eq!(REGISTRY.with(|r| r.borrow().conns.len()), 200);
+        drop(conns);
+        let (left, live) = REGISTRY.with(|r| (r.borrow().conns.len(), r.borrow().live));
+        assert_eq!(live, 0);
+        assert!(
+            left <= 2,
+            "{left} entries left after every connection dropped"
+        );
     }
 
     fn reads_eof(stream: &mut UnixStream) -> bool {

@@ -27,7 +27,8 @@ use prefork_core::{Drain, DrainConn, Heartbeat};
 
 use crate::idle::{Busy, ConnState};
 
-/// One connection's drain state, stored in actix's connection data by `on_connect`.
+/// One connection's drain state, stored in actix's connection data (`on_connect_ext` under
+/// `Server::serve`, `on_connect` under `run_prefork`).
 pub(crate) struct PreforkConn {
     pub(crate) drain: DrainConn,
     /// The drain grace's state of this connection (`None`: this thread runs no drain task).
@@ -35,7 +36,7 @@ pub(crate) struct PreforkConn {
 }
 
 /// The worker process's state the middleware reads (one per process, set by
-/// [`run_prefork`](crate::HttpServerExt::run_prefork) before the app is built).
+/// `Server::serve` or `run_prefork` before the app is built).
 #[derive(Debug)]
 pub(crate) struct WorkerState {
     pub(crate) drain: Drain,
@@ -150,21 +151,23 @@ impl Pulse {
     }
 }
 
-/// The prefork middleware: **add it to the app** of an `HttpServer` you run with
-/// [`run_prefork`](crate::HttpServerExt::run_prefork), with `App::wrap` (outermost, i.e. the
-/// last `wrap` call, so that it sees every response):
+/// The prefork middleware: **add it to the app** you serve with [`serve`](crate::serve) (or run
+/// with [`run_prefork`](crate::HttpServerExt::run_prefork)), with `App::wrap` (outermost, i.e.
+/// the last `wrap` call, so that it sees every response):
 ///
 /// ```no_run
-/// use actix_web::{web, App, HttpServer};
-/// use prefork_actix::{HttpServerExt as _, Prefork, PreforkMiddleware};
+/// use actix_web::{web, App};
+/// use prefork_actix::PreforkMiddleware;
 ///
 /// fn main() -> Result<(), prefork_actix::Error> {
-///     HttpServer::new(|| {
-///         App::new()
-///             .route("/", web::get().to(|| async { "Hello, World!" }))
-///             .wrap(PreforkMiddleware)
-///     })
-///     .run_prefork(Prefork::new("127.0.0.1:8080"))
+///     prefork_actix::serve(
+///         || {
+///             App::new()
+///                 .route("/", web::get().to(|| async { "Hello, World!" }))
+///                 .wrap(PreforkMiddleware)
+///         },
+///         "127.0.0.1:8080",
+///     )
 /// }
 /// ```
 ///

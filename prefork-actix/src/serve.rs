@@ -468,14 +468,7 @@ async fn serve_thread<F, I, S, B>(
         match accepted {
             Ok((index, stream, peer)) => {
                 let conn = shared.drain.connection();
-                let handler = handlers[index].clone();
-                actix_rt::spawn(serve_connection(
-                    shared.clone(),
-                    handler,
-                    stream,
-                    peer,
-                    conn,
-                ));
+                spawn_connection(&shared, handlers[index].clone(), stream, peer, conn);
             }
             Err(e) if is_connection_error(&e) => {
                 tracing::debug!(error = %e, "accept: connection error");
@@ -503,38 +496,70 @@ const UNIX_APP_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     8080,
 ));
 
-/// One connection, from its accept to its end: the TLS handshake (or the `400` to plain HTTP)
-/// on a TLS port, then actix-http's dispatcher.
-async fn serve_connection<H>(
-    shared: Arc<Shared>,
+/// Starts one connection's task: on a TLS port the handshake (or the `400` to plain HTTP) in a
+/// task of its own, which then starts the connection's; otherwise the connection's at once. A
+/// task keeps the room of its largest state for its whole life: a plain connection's task holds
+/// no room for a handshake, a TLS connection's none for the handshake it finished.
+fn spawn_connection<H>(
+    shared: &Arc<Shared>,
     handler: Rc<H>,
     stream: AnyStream,
+    peer: Option<SocketAddr>,
+    conn: DrainConn,
+) where
+    H: Service<(Io, Protocol, Option<SocketAddr>), Response = ()> + 'static,
+    H::Error: fmt::Debug,
+{
+    let tcp = match stream {
+        AnyStream::Tcp(tcp) => tcp,
+        AnyStream::Unix(unix) => {
+            actix_rt::spawn(dispatch(
+                handler,
+                Stream::Unix(unix),
+                Protocol::Http1,
+                peer,
+                conn,
+            ));
+            return;
+        }
+    };
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, ?peer, "TCP_NODELAY");
+    }
+    #[cfg(feature = "tls")]
+    if let (Some(_), Some(peer)) = (&shared.tls, peer) {
+        let shared = shared.clone();
+        actix_rt::spawn(async move {
+            let Some(tls) = &shared.tls else { return };
+            if let Some((tls, protocol)) = tls.handshake(tcp, peer).await {
+                let stream = Stream::Tls(Box::new(tls));
+                actix_rt::spawn(dispatch(handler, stream, protocol, Some(peer), conn));
+            }
+        });
+        return;
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = shared;
+    actix_rt::spawn(dispatch(
+        handler,
+        Stream::Tcp(tcp),
+        Protocol::Http1,
+        peer,
+        conn,
+    ));
+}
+
+/// One connection served by actix-http's dispatcher, to its end.
+async fn dispatch<H>(
+    handler: Rc<H>,
+    stream: Stream,
+    protocol: Protocol,
     peer: Option<SocketAddr>,
     conn: DrainConn,
 ) where
     H: Service<(Io, Protocol, Option<SocketAddr>), Response = ()>,
     H::Error: fmt::Debug,
 {
-    let (stream, protocol) = match stream {
-        AnyStream::Tcp(tcp) => {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, ?peer, "TCP_NODELAY");
-            }
-            #[cfg(feature = "tls")]
-            if let (Some(tls), Some(peer)) = (&shared.tls, peer) {
-                let Some((tls, protocol)) = tls.handshake(tcp, peer).await else {
-                    return;
-                };
-                (Stream::Tls(Box::new(tls)), protocol)
-            } else {
-                (Stream::Tcp(tcp), Protocol::Http1)
-            }
-            #[cfg(not(feature = "tls"))]
-            (Stream::Tcp(tcp), Protocol::Http1)
-        }
-        AnyStream::Unix(unix) => (Stream::Unix(unix), Protocol::Http1),
-    };
-    drop(shared);
     let idle = crate::idle::register_socket(Some(stream.socket()));
     let io = Io { stream, conn, idle };
     if let Err(e) = poll_fn(|cx| handler.poll_ready(cx)).await {

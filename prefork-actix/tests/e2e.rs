@@ -148,6 +148,13 @@ fn under_run_prefork_tls_serves_h2_and_survives_bad_handshakes() {
     contract::tls_serves_and_survives_bad_handshakes(&hello(), &["--http-server"], true);
 }
 
+/// TLS sessions resume on whichever worker a returning client reaches.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_sessions_resume_on_every_worker() {
+    contract::tls_sessions_resume_on_every_worker(&hello(), &[]);
+}
+
 #[cfg(feature = "tls")]
 #[test]
 fn bad_tls_inputs_fail_fast() {

@@ -45,6 +45,13 @@ fn tls_serves_and_survives_bad_handshakes() {
     contract::tls_serves_and_survives_bad_handshakes(&bin(), &[], true);
 }
 
+/// TLS sessions resume on whichever worker a returning client reaches.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_sessions_resume_on_every_worker() {
+    contract::tls_sessions_resume_on_every_worker(&bin(), &[]);
+}
+
 #[cfg(feature = "tls")]
 #[test]
 fn bad_tls_inputs_fail_fast() {

@@ -179,6 +179,10 @@ pub(crate) fn run(mut cfg: Prefork) -> Result<(), Error> {
         last_memory: Instant::now(),
         balance,
         balance_slots: HashMap::new(),
+        #[cfg(feature = "tls")]
+        tls_ticket_salt: cfg.tls.as_ref().and_then(|_| crate::tickets::new_salt()),
+        #[cfg(not(feature = "tls"))]
+        tls_ticket_salt: None,
         cfg,
     };
     let result = driver.run_loop(&signals);
@@ -208,6 +212,8 @@ struct Driver {
     /// The balance table (shared-socket mode), and each worker process's slot in it.
     balance: Option<crate::balance::Table>,
     balance_slots: HashMap<Key, usize>,
+    /// The salt of the TLS session tickets all workers open (`crate::tickets`), with TLS.
+    tls_ticket_salt: Option<String>,
 }
 
 impl Driver {
@@ -451,6 +457,7 @@ impl Driver {
                 .as_ref()
                 .zip(balance_slot)
                 .map(|(t, i)| (t.fd(), i)),
+            tls_ticket_salt: self.tls_ticket_salt.as_deref(),
         };
         let spawned = spawn::spawn(cmd, slot, &env);
         if let Some(i) = balance_slot {

@@ -120,6 +120,8 @@ mod spawn;
 mod standalone;
 mod supervisor;
 pub mod systemd;
+#[cfg(feature = "tls")]
+mod tickets;
 #[cfg(feature = "hyper")]
 pub mod timer;
 #[cfg(feature = "tls")]

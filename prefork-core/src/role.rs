@@ -36,6 +36,9 @@ pub(crate) const ENV_KEEPALIVE_MS: &str = "PREFORK_KEEPALIVE_MS";
 pub(crate) const ENV_HEADER_TIMEOUT_MS: &str = "PREFORK_HEADER_TIMEOUT_MS";
 /// The worker's soft `RLIMIT_NOFILE`: `hard`, `keep`, or a number.
 pub(crate) const ENV_NOFILE: &str = "PREFORK_NOFILE";
+/// With TLS: the salt of the session tickets every worker of the master opens (hex; see
+/// `crate::tickets`).
+pub(crate) const ENV_TLS_TICKET_SALT: &str = "PREFORK_TLS_TICKET_SALT";
 
 /// The version of the master ↔ worker control protocol. A worker started by a master of another
 /// version (after a reload into a build with a different protocol) fails its start with a

@@ -57,6 +57,8 @@ pub(crate) struct WorkerEnv<'a> {
     pub(crate) nofile: String,
     /// The balance table and this worker's slot in it.
     pub(crate) balance: Option<(BorrowedFd<'a>, usize)>,
+    /// The TLS session tickets' salt (`crate::tickets`), when TLS is configured.
+    pub(crate) tls_ticket_salt: Option<&'a str>,
 }
 
 /// Completes `cmd` for worker `worker_id` and starts it. Returns the process and the master's
@@ -125,6 +127,10 @@ pub(crate) fn spawn(
             .env(ENV_BALANCE_FD, (control_fd + 1).to_string())
             .env(ENV_BALANCE_SLOT, slot.to_string()),
         None => cmd.env_remove(ENV_BALANCE_FD).env_remove(ENV_BALANCE_SLOT),
+    };
+    match env.tls_ticket_salt {
+        Some(salt) => cmd.env(ENV_TLS_TICKET_SALT, salt),
+        None => cmd.env_remove(ENV_TLS_TICKET_SALT),
     };
     match env.reuseport {
         Some(addrs) => cmd.env(ENV_REUSEPORT, addrs),

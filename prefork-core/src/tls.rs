@@ -33,6 +33,8 @@ pub struct TlsConfig {
     source: Source,
     alpn: Vec<Vec<u8>>,
     handshake_timeout: Duration,
+    /// In a worker: the master's ticket salt (`crate::tickets`).
+    ticket_salt: Option<String>,
 }
 
 /// How long a client may take to complete the TLS handshake before its connection is dropped:
@@ -71,6 +73,7 @@ impl TlsConfig {
             source: Source::Files(files),
             alpn: default_alpn(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            ticket_salt: None,
         }
     }
 
@@ -83,6 +86,7 @@ impl TlsConfig {
             },
             alpn: default_alpn(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            ticket_salt: None,
         }
     }
 
@@ -92,6 +96,7 @@ impl TlsConfig {
             source: Source::Config(config),
             alpn: Vec::new(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            ticket_salt: None,
         }
     }
 
@@ -151,6 +156,11 @@ impl TlsConfig {
                 PathBuf::from(MEMORY),
             ),
         };
+        // Kept for the session tickets' key before the key moves into the configuration.
+        let secret = self
+            .ticket_salt
+            .as_ref()
+            .map(|salt| (salt, key.secret_der().to_vec()));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -168,6 +178,15 @@ impl TlsConfig {
                 tls_err(&cert_path, why)
             })?;
         config.alpn_protocols = self.alpn.clone();
+        if let Some((salt, secret)) = secret {
+            match crate::tickets::SharedTicketer::new(salt, &secret) {
+                Some(ticketer) => config.ticketer = Arc::new(ticketer),
+                None => tracing::warn!(
+                    "the master's TLS ticket salt is malformed: sessions resume only on the \
+                     worker that made them"
+                ),
+            }
+        }
         Ok(Arc::new(config))
     }
 }
@@ -182,6 +201,14 @@ impl TlsConfig {
         }
     }
 
+    /// The same configuration, whose session tickets open in every worker of the master that
+    /// drew `salt` (see `crate::tickets`). No effect on a configuration of the user's own
+    /// ([`TlsConfig::from_config`]), whose session handling stays theirs.
+    pub(crate) fn with_ticket_salt(mut self, salt: String) -> TlsConfig {
+        self.ticket_salt = Some(salt);
+        self
+    }
+
     /// The same configuration (ALPN, handshake timeout) with the PEM bytes the master read for
     /// this worker instead of the files.
     pub(crate) fn with_pem(&self, cert_chain: Vec<u8>, private_key: Vec<u8>) -> TlsConfig {
@@ -192,6 +219,7 @@ impl TlsConfig {
             },
             alpn: self.alpn.clone(),
             handshake_timeout: self.handshake_timeout,
+            ticket_salt: self.ticket_salt.clone(),
         }
     }
 }

@@ -515,6 +515,12 @@ pub(crate) fn from_env(cfg: WorkerConfig) -> Result<Worker, Error> {
     let cfg_tls = cfg.tls;
     #[cfg(all(target_os = "linux", not(feature = "tls")))]
     drop(from_master);
+    // Session tickets that every worker of this master opens (a returning client reaches any).
+    #[cfg(feature = "tls")]
+    let cfg_tls = match (cfg_tls, std::env::var(ENV_TLS_TICKET_SALT)) {
+        (Some(t), Ok(salt)) => Some(t.with_ticket_salt(salt)),
+        (t, _) => t,
+    };
     #[cfg(feature = "tls")]
     let tls = match cfg_tls {
         Some(t) => Some((t.load().map_err(fail)?, t.handshake_timeout_value())),

@@ -53,6 +53,13 @@ fn tls_answers_plain_http_with_400() {
     contract::tls_answers_plain_http_with_400(&bin(), &[]);
 }
 
+/// TLS sessions resume on whichever worker a returning client reaches.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_sessions_resume_on_every_worker() {
+    contract::tls_sessions_resume_on_every_worker(&bin(), &[]);
+}
+
 #[cfg(feature = "tls")]
 #[test]
 fn bad_tls_inputs_fail_fast() {

@@ -220,6 +220,45 @@ pub fn get_tls(addr: SocketAddr, path: &str, ca_pem: &str, alpn: &[&[u8]]) -> io
     })?
 }
 
+/// `n` HTTPS connections to `addr` one after another (trusting `ca_pem`, HTTP/1.1), all from
+/// one client that keeps the session tickets it is sent (rustls's default client session
+/// store), each asking `GET /pid`: for each, the pid that answered and whether its handshake
+/// resumed an earlier session.
+pub fn tls_resumptions(addr: SocketAddr, ca_pem: &str, n: usize) -> io::Result<Vec<(u32, bool)>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.map_err(io_err)?).map_err(io_err)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io_err)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    block_on(async move {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            let name = rustls_pki_types::ServerName::try_from("localhost").map_err(io_err)?;
+            let tls = connector.connect(name, tcp).await?;
+            let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(io_err)?;
+            let conn = tokio::spawn(conn);
+            let r = send(&mut sender, request(addr, "/pid")).await?;
+            drop(sender);
+            // The connection task reads the tickets the server sent after the handshake.
+            let _ = conn.await;
+            seen.push((r.body.trim().parse().unwrap_or(0), resumed));
+        }
+        Ok(seen)
+    })?
+}
+
 /// Waits until every pid in `pids` is gone from the process table (not even a zombie: its
 /// parent reaped it). Panics with `log` otherwise.
 pub fn assert_all_gone(pids: impl IntoIterator<Item = u32>, log: &str) {

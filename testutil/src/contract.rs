@@ -827,6 +827,38 @@ pub fn tls_serves_and_survives_bad_handshakes(
     s
 }
 
+/// TLS sessions resume on every worker, as behind nginx: the tickets a worker sends open in
+/// every worker of the same master (a returning client reaches any of them through the shared
+/// socket). 24 HTTPS connections one after another from one client that keeps its tickets, to
+/// 2 workers: every connection after the first resumed its session, and both workers answered
+/// (with per-worker session caches, about half of them were full handshakes). Fails if
+/// neither of 5 such clients reached both workers.
+pub fn tls_sessions_resume_on_every_worker(bin: &Path, extra: &[&str]) {
+    let (s, certs, dir) = start_tls(bin, "10000", extra);
+    s.wait_ready();
+    // Up to 5 clients of 24 connections, until one has been answered by both workers (the
+    // shared socket does not promise which worker accepts a lone connection).
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let seen = tls_resumptions(s.addr, &certs.ca_pem, 24).unwrap();
+        assert!(
+            seen[1..].iter().all(|(_, resumed)| *resumed),
+            "every connection after the first resumed (pid, resumed): {seen:?}"
+        );
+        let pids: BTreeSet<u32> = seen.iter().map(|(pid, _)| *pid).collect();
+        clients.push(seen);
+        if pids.len() == 2 {
+            let _ = std::fs::remove_dir_all(dir);
+            return;
+        }
+    }
+    panic!(
+        "no client was answered by both workers, so no session crossed workers: {clients:?}; \
+         log:\n{}",
+        s.log()
+    );
+}
+
 /// Proves that plain HTTP sent to the TLS port (`--cert/--key`, plus `extra` flags) is told it
 /// went to the wrong port, as nginx does: `GET / HTTP/1.1` in plain text gets
 /// `HTTP/1.1 400 Bad Request` with `Connection: close` and a text body saying that the port

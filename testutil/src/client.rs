@@ -187,8 +187,9 @@ pub fn wait_for_distinct_pids(addr: SocketAddr, n: usize) -> BTreeSet<u32> {
     seen
 }
 
-/// `GET path` over HTTPS, trusting `ca_pem` and offering ALPN `alpn` (e.g. `[b"h2", b"http/1.1"]`).
-pub fn get_tls(addr: SocketAddr, path: &str, ca_pem: &str, alpn: &[&[u8]]) -> io::Result<Response> {
+/// A TLS client that trusts `ca_pem`, offers ALPN `alpn`, and keeps the session tickets it is
+/// sent (rustls's default client session store).
+fn tls_connector(ca_pem: &str, alpn: &[&[u8]]) -> io::Result<tokio_rustls::TlsConnector> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -201,7 +202,12 @@ pub fn get_tls(addr: SocketAddr, path: &str, ca_pem: &str, alpn: &[&[u8]]) -> io
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// `GET path` over HTTPS, trusting `ca_pem` and offering ALPN `alpn` (e.g. `[b"h2", b"http/1.1"]`).
+pub fn get_tls(addr: SocketAddr, path: &str, ca_pem: &str, alpn: &[&[u8]]) -> io::Result<Response> {
+    let connector = tls_connector(ca_pem, alpn)?;
     let req = request(addr, path);
     block_on(async move {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
@@ -225,19 +231,7 @@ pub fn get_tls(addr: SocketAddr, path: &str, ca_pem: &str, alpn: &[&[u8]]) -> io
 /// store), each asking `GET /pid`: for each, the pid that answered and whether its handshake
 /// resumed an earlier session.
 pub fn tls_resumptions(addr: SocketAddr, ca_pem: &str, n: usize) -> io::Result<Vec<(u32, bool)>> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.map_err(io_err)?).map_err(io_err)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(io_err)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tls_connector(ca_pem, &[b"http/1.1"])?;
     block_on(async move {
         let mut seen = Vec::new();
         for _ in 0..n {

@@ -171,7 +171,6 @@ impl Drop for ConnState {
                 if r.conns.capacity() > 4 * r.conns.len() + MIN_PRUNE {
                     r.conns.shrink_to_fit();
                 }
-                r.prune_at = (r.conns.len() * 2).max(MIN_PRUNE);
             }
         });
     }
@@ -205,8 +204,6 @@ struct Registry {
     conns: Vec<Weak<ConnState>>,
     /// Connections in `conns` not yet dropped.
     live: usize,
-    /// Dropped connections are pruned from `conns` when it reaches this length.
-    prune_at: usize,
 }
 
 const MIN_PRUNE: usize = 64;
@@ -217,7 +214,6 @@ thread_local! {
             running: false,
             conns: Vec::new(),
             live: 0,
-            prune_at: MIN_PRUNE,
         })
     };
 }
@@ -270,10 +266,6 @@ pub(crate) fn register_socket(socket: Option<BorrowedFd<'_>>) -> Option<Rc<ConnS
             shut: Cell::new(false),
         });
         if conn.socket.is_some() {
-            if r.conns.len() >= r.prune_at {
-                r.conns.retain(|c| c.strong_count() > 0);
-                r.prune_at = (r.conns.len() * 2).max(MIN_PRUNE);
-            }
             r.conns.push(Rc::downgrade(&conn));
             r.live += 1;
         }

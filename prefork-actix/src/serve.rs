@@ -27,7 +27,7 @@ use actix_service::{map_config, IntoServiceFactory, Service, ServiceFactory, Ser
 use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Extensions, Response};
 use actix_web::rt::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use prefork_core::accept::{is_connection_error, log_accept_error};
+use prefork_core::accept::{is_connection_error, log_accept_error, socket_name};
 use prefork_core::{Drain, DrainConn, ListenAddr, Worker};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -339,20 +339,8 @@ async fn coordinate(
         tracing::warn!(error = %e, "cannot report ready to the master");
     }
     let reason = child.shutdown().await;
-    let deadline = actix_rt::time::Instant::now()
-        .checked_add(child.drain_timeout())
-        .unwrap_or_else(|| actix_rt::time::Instant::now() + Duration::from_secs(365 * 24 * 3600));
-    let drain = &state.drain;
-    drain.start();
-    tracing::debug!(?reason, open = drain.open(), "draining");
-    match tokio::time::timeout_at(deadline, drain.closed()).await {
-        Ok(()) => tracing::debug!("drained"),
-        Err(_elapsed) => tracing::warn!(
-            timeout_ms = child.drain_timeout().as_millis() as u64,
-            open = drain.open(),
-            "drain did not finish within the shutdown timeout; closing the remaining connections"
-        ),
-    }
+    let deadline = crate::worker::start_drain(child, &state.drain, reason);
+    crate::worker::drained(child, &state.drain, deadline).await;
     if let Some(task) = fallback_heartbeat {
         task.abort();
     }
@@ -386,18 +374,23 @@ async fn serve_thread<F, I, S, B>(
     let secure = false;
     let mut accepting = Vec::new();
     let mut handlers = Vec::new();
-    let listeners = listeners
-        .tcp
-        .into_iter()
-        .map(|l| (l.local_addr(), secure, Kind::Tcp(l)))
-        .chain(listeners.unix.into_iter().map(|l| {
-            // actix-web's `HttpServer::listen_uds` gives a Unix socket's app this address.
-            (Ok(UNIX_APP_ADDR), false, Kind::Unix(l))
-        }));
-    for (addr, secure, listener) in listeners {
+    let tcp = listeners.tcp.into_iter().map(|l| {
+        let addr = l.local_addr()?;
+        l.set_nonblocking(true)?;
+        io::Result::Ok((addr, secure, AnyListener::Tcp(TcpListener::from_std(l)?)))
+    });
+    let unix = listeners.unix.into_iter().map(|l| {
+        l.set_nonblocking(true)?;
+        // actix-web's `HttpServer::listen_uds` gives a Unix socket's app this address.
+        Ok((
+            UNIX_APP_ADDR,
+            false,
+            AnyListener::Unix(UnixListener::from_std(l)?),
+        ))
+    });
+    for listener in tcp.chain(unix) {
         let result = async {
-            let addr = addr?;
-            let accept = AnyListener::new(listener)?;
+            let (addr, secure, accept) = listener?;
             let config = AppConfig::__priv_test_new(secure, addr.to_string(), addr);
             let shared_ = shared.clone();
             let mut http = HttpService::build()
@@ -571,12 +564,6 @@ async fn dispatch<H>(
     }
 }
 
-/// A listener of either kind, before it joins the thread's runtime.
-enum Kind {
-    Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener),
-}
-
 /// A listener of either kind, on the thread's runtime.
 enum AnyListener {
     Tcp(TcpListener),
@@ -584,19 +571,6 @@ enum AnyListener {
 }
 
 impl AnyListener {
-    fn new(listener: Kind) -> io::Result<AnyListener> {
-        Ok(match listener {
-            Kind::Tcp(l) => {
-                l.set_nonblocking(true)?;
-                AnyListener::Tcp(TcpListener::from_std(l)?)
-            }
-            Kind::Unix(l) => {
-                l.set_nonblocking(true)?;
-                AnyListener::Unix(UnixListener::from_std(l)?)
-            }
-        })
-    }
-
     fn poll_accept(
         &self,
         cx: &mut Context<'_>,
@@ -612,14 +586,10 @@ impl AnyListener {
     }
 
     fn describe(&self) -> String {
-        match self {
-            AnyListener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            AnyListener::Unix(l) => l
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
-                .unwrap_or_else(|| "unix socket".into()),
-        }
+        socket_name(match self {
+            AnyListener::Tcp(l) => l.as_fd(),
+            AnyListener::Unix(l) => l.as_fd(),
+        })
     }
 }
 
@@ -715,8 +685,9 @@ impl AsyncRead for Io {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = on_stream!(this, s => s.poll_read(cx, buf));
+        // Only the drain grace's books look at reads here (`DrainConn`'s own activity is for
+        // the hyper adapters' connection driver, which actix does not use).
         if buf.filled().len() > before {
-            this.conn.on_read();
             if let Some(idle) = &this.idle {
                 idle.touch();
             }

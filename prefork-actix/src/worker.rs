@@ -129,13 +129,7 @@ async fn drive(
         Ok(reason) => reason,
         Err(result) => return result,
     };
-    let now = actix_rt::time::Instant::now();
-    let deadline = now
-        .checked_add(child.drain_timeout())
-        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
-    let drain = &state.drain;
-    drain.start();
-    tracing::debug!(?reason, open = drain.open(), "draining");
+    let deadline = start_drain(child, &state.drain, reason);
     let paused = alongside(&mut server, async {
         handle.pause().await;
         actix_rt::time::sleep(PAUSE_SETTLE).await;
@@ -145,19 +139,8 @@ async fn drive(
         return result;
     }
     close_listener_copies(handed_off);
-    let closed = alongside(
-        &mut server,
-        tokio::time::timeout_at(deadline, drain.closed()),
-    )
-    .await;
-    match closed {
-        Err(result) => return result,
-        Ok(Err(_elapsed)) => tracing::warn!(
-            timeout_ms = child.drain_timeout().as_millis() as u64,
-            open = drain.open(),
-            "drain did not finish within the shutdown timeout; closing the remaining connections"
-        ),
-        Ok(Ok(())) => tracing::debug!("drained"),
+    if let Err(result) = alongside(&mut server, drained(child, &state.drain, deadline)).await {
+        return result;
     }
     if let Some(task) = fallback_heartbeat {
         task.abort();
@@ -165,6 +148,39 @@ async fn drive(
     // Stops the accept thread and the worker threads without waiting for them.
     drop(server);
     Ok(())
+}
+
+/// Starts the drain on the worker's shutdown notification (`reason`): every HTTP/1 response
+/// from now carries `Connection: close`. Returns when it must end: [`Worker::drain_timeout`]
+/// from now, exactly.
+pub(crate) fn start_drain(
+    child: &Worker,
+    drain: &prefork_core::Drain,
+    reason: prefork_core::ShutdownReason,
+) -> actix_rt::time::Instant {
+    let now = actix_rt::time::Instant::now();
+    let deadline = now
+        .checked_add(child.drain_timeout())
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
+    drain.start();
+    tracing::debug!(?reason, open = drain.open(), "draining");
+    deadline
+}
+
+/// Waits until every connection has ended, or until `deadline` (then says how many are left).
+pub(crate) async fn drained(
+    child: &Worker,
+    drain: &prefork_core::Drain,
+    deadline: actix_rt::time::Instant,
+) {
+    match tokio::time::timeout_at(deadline, drain.closed()).await {
+        Ok(()) => tracing::debug!("drained"),
+        Err(_elapsed) => tracing::warn!(
+            timeout_ms = child.drain_timeout().as_millis() as u64,
+            open = drain.open(),
+            "drain did not finish within the shutdown timeout; closing the remaining connections"
+        ),
+    }
 }
 
 /// Without [`PreforkMiddleware`](crate::PreforkMiddleware) in the app no actix worker thread

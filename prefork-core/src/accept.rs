@@ -260,8 +260,9 @@ fn identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     Ok((stat.st_dev as u64, stat.st_ino as u64))
 }
 
-/// A socket's local address for messages: `127.0.0.1:8080`, `unix:/path`, or `?`.
-fn socket_name(fd: BorrowedFd<'_>) -> String {
+/// A socket's local address for log lines and messages: `127.0.0.1:8080`, `unix:/path`, or `?`
+/// (an unnamed or closed socket). The adapters name their listeners with it.
+pub fn socket_name(fd: BorrowedFd<'_>) -> String {
     match socket2::SockRef::from(&fd).local_addr() {
         Ok(a) => match (a.as_socket(), a.as_pathname()) {
             (Some(s), _) => s.to_string(),

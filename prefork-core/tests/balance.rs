@@ -11,8 +11,9 @@ fn a_burst_of_64_connections_spreads_over_2_4_and_8_workers() {
 /// e.g. a release build of another adapter's contract program; run it with
 /// `PREFORK_BALANCE=off` in the environment for the unbalanced figures.
 ///
-/// `BALANCE_BIN=target/release/examples/hyper_hello cargo test -p prefork-core --test balance
-/// -- --ignored --nocapture`
+/// `BALANCE_BIN=$PWD/target/release/examples/hyper_hello cargo test --release -p prefork-core
+/// --test balance -- --ignored --nocapture` (an absolute path: the test runs in the crate's
+/// directory; `--release`: a debug build of the client opens the burst too slowly to be one)
 #[test]
 #[ignore]
 fn distribution() {

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::pin::pin;
 use std::time::Duration;
@@ -50,11 +51,7 @@ impl Listen for Async<UnixListener> {
         Ok((stream, UNIX_PEER))
     }
     fn describe(&self) -> String {
-        self.get_ref()
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
-            .unwrap_or_else(|| "unix socket".into())
+        prefork_core::accept::socket_name(self.get_ref().as_fd())
     }
 }
 

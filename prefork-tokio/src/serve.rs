@@ -3,6 +3,7 @@
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,7 +14,7 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use prefork_core::accept::{is_connection_error, log_accept_error};
+use prefork_core::accept::{is_connection_error, log_accept_error, socket_name};
 use prefork_core::service::Counted;
 use prefork_core::DrainConn;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -55,14 +56,10 @@ impl AnyListener {
     }
 
     fn describe(&self) -> String {
-        match self {
-            AnyListener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            AnyListener::Unix(l) => l
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
-                .unwrap_or_else(|| "unix socket".into()),
-        }
+        socket_name(match self {
+            AnyListener::Tcp(l) => l.as_fd(),
+            AnyListener::Unix(l) => l.as_fd(),
+        })
     }
 }
 

@@ -75,6 +75,13 @@ fn a_burst_of_64_connections_spreads_over_2_4_and_8_workers() {
     prefork_testutil::ops::burst_is_balanced(&hello(), &[]);
 }
 
+/// Balanced accept for connections that arrive one at a time (64, 5 ms apart) to 2, 4 and 8
+/// workers: each holds between 0.5x and 1.5x of its share (`ops::trickle_is_balanced`).
+#[test]
+fn connections_arriving_one_at_a_time_spread_over_2_4_and_8_workers() {
+    prefork_testutil::ops::trickle_is_balanced(&hello(), &[]);
+}
+
 /// Under `run_prefork` (`--http-server`) actix-server's accept thread accepts, in a loop that
 /// cannot be asked before each `accept`: the balance pauses it from outside once its worker is
 /// over its share, so connections arriving in waves spread over 2 and 4 workers

@@ -324,8 +324,15 @@ fn accept_all(
     sleep: Duration,
     parked: &mut Option<Parked>,
 ) {
+    // The first accept after the wait: the connection that woke this loop woke the others too.
+    let mut woken = true;
     loop {
-        if balance.poll_admit(admit) == Admit::Yield {
+        let answer = if woken {
+            balance.poll_admit_woken(admit)
+        } else {
+            balance.poll_admit(admit)
+        };
+        if answer == Admit::Yield {
             std::thread::yield_now();
             continue;
         }
@@ -335,6 +342,7 @@ fn accept_all(
         };
         // Tried: a worker yielding to this one resumes now.
         parked.take();
+        woken = false;
         match accepted {
             Ok(stream) => {
                 let conn = drain.connection();

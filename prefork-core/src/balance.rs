@@ -7,10 +7,13 @@
 //! whether it is accepting (ready and not draining, set by the master from its supervisor's
 //! state), whether its accept loop is *parked* (waiting for a connection) and whether its
 //! runtime is *idle* (nothing else to run). Before each `accept`, a worker asks
-//! [`Balance::poll_admit`]:
+//! [`Balance::poll_admit`], and asks again when a connection wakes it from a wait
+//! ([`Balance::parked`]: connections that arrive one at a time each find every worker parked,
+//! and an answer given before the wait is stale by then):
 //!
 //! - within its share (`mine ≤ (total + 1) / live + 1`, the connection about to be accepted
-//!   counted in), it accepts;
+//!   counted in), it accepts; woken from a wait, unless an idle worker parked in accept holds
+//!   two or more fewer ([`Balance::poll_admit_woken`]);
 //! - over it, it leaves the connection to a worker holding fewer that is **idle and parked in
 //!   accept right now**: such a worker was woken by the same connection and will take it at
 //!   once. It yields (the CPU and its runtime) until that worker has tried its accept, at most
@@ -60,6 +63,10 @@ const PROGRESS: Duration = Duration::from_micros(300);
 
 /// How many connections above the average a worker may hold and still accept.
 const SLACK: u64 = 1;
+
+/// A worker within its share that a connection woke from its wait still leaves that
+/// connection to an idle worker parked in accept that holds this many fewer.
+const GAP: u64 = 2;
 
 const MAGIC: u32 = 0x5052_4246; // "PRBF"
 
@@ -436,11 +443,31 @@ impl Balance {
     /// Whether this worker is within its share: `mine ≤ (total + 1) / live + 1` (the
     /// connection about to be accepted counted in). Always `true` when disabled.
     pub fn may_accept(&self) -> bool {
+        self.within(false)
+    }
+
+    /// [`Balance::may_accept`]; `woken`: also no idle worker parked in accept holds two or more
+    /// fewer.
+    fn within(&self, woken: bool) -> bool {
         if !self.is_enabled() {
             return true;
         }
         let (mine, total, live) = self.view();
-        mine * live <= total + 1 + SLACK * live
+        mine * live <= total + 1 + SLACK * live && !(woken && self.idle_parked_at_most(mine, GAP))
+    }
+
+    /// Whether another accepting worker parked in accept, with an idle runtime, holds at most
+    /// `mine - gap`.
+    fn idle_parked_at_most(&self, mine: u64, gap: u64) -> bool {
+        let Some(limit) = mine.checked_sub(gap) else {
+            return false;
+        };
+        self.others().any(|(_, s)| {
+            s.accepting.load(Ordering::Relaxed) != 0
+                && s.parked.load(Ordering::Relaxed) != 0
+                && s.busy.load(Ordering::Relaxed) == 0
+                && u64::from(s.open.load(Ordering::Relaxed)) <= limit
+        })
     }
 
     /// The fair share: the average with the connection about to be accepted, rounded up.
@@ -502,7 +529,19 @@ impl Balance {
     /// far over it, also while the workers holding fewer keep accepting (at most
     /// [`FAR_CAP`]). Otherwise it accepts.
     pub fn poll_admit(&self, wait: &mut AdmitWait) -> Admit {
-        if self.may_accept() {
+        self.admit_now(wait, false)
+    }
+
+    /// [`Balance::poll_admit`] for an accept loop that a connection just woke from its wait for
+    /// one (as [`Balance::parked`] does): that connection woke every worker parked in accept,
+    /// so within its share this worker also leaves it to an idle one holding two or more fewer
+    /// (with many workers, the average plus one would let the others leave one with none).
+    pub fn poll_admit_woken(&self, wait: &mut AdmitWait) -> Admit {
+        self.admit_now(wait, true)
+    }
+
+    fn admit_now(&self, wait: &mut AdmitWait, woken: bool) -> Admit {
+        if self.within(woken) {
             *wait = AdmitWait::default();
             return Admit::Now;
         }
@@ -572,11 +611,18 @@ impl Balance {
     /// `accept` (a future that waits for a connection), with this worker marked parked
     /// whenever it waits: a worker over its share then leaves the next connection to this one
     /// while this worker's runtime is idle.
+    ///
+    /// Woken from a wait, it asks [`Balance::poll_admit`] again before it polls `accept`: the
+    /// share it was admitted on is as old as the wait, and connections that arrive one at a
+    /// time each find every worker parked. While the answer is [`Admit::Yield`] it yields (the
+    /// CPU, then its runtime, by waking itself) and stays marked parked, as the connection that
+    /// woke it is not taken yet.
     pub fn parked<F: Future>(&self, accept: F) -> ParkedWhile<F> {
         ParkedWhile {
             fut: accept,
             balance: self.clone(),
             parked: None,
+            wait: AdmitWait::default(),
         }
     }
 
@@ -619,6 +665,7 @@ pin_project_lite::pin_project! {
         fut: F,
         balance: Balance,
         parked: Option<Parked>,
+        wait: AdmitWait,
     }
 }
 
@@ -627,8 +674,15 @@ impl<F: Future> Future for ParkedWhile<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        // Woken: the wake counts once the accept was tried, so that a worker yielding to this
-        // one resumes only then.
+        // Woken from a wait (a connection arrived, most likely): over its share, this worker
+        // leaves it to an idle worker holding fewer, which the same connection woke.
+        if this.parked.is_some() && this.balance.poll_admit_woken(this.wait) == Admit::Yield {
+            std::thread::yield_now();
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        // The wake counts once the accept was tried, so that a worker yielding to this one
+        // resumes only then.
         let woke = this.parked.take();
         let r = this.fut.poll(cx);
         drop(woke);
@@ -862,6 +916,69 @@ mod tests {
         let _parked = b.park();
         assert!(b.may_accept());
         assert_eq!(b.poll_admit(&mut AdmitWait::default()), Admit::Now);
+    }
+
+    #[test]
+    fn a_woken_worker_leaves_the_connection_to_an_idle_one_holding_two_fewer() {
+        let mut table = Table::create().unwrap();
+        let w = ready(&mut table, 8);
+        // 7 workers hold 2 each, the last none: every one of the 7 is within its share.
+        for (_, b) in &w[..7] {
+            b.opened();
+            b.opened();
+        }
+        let (a, last) = (&w[0].1, &w[7].1);
+        assert!(a.may_accept());
+        let mut wait = AdmitWait::default();
+        assert_eq!(
+            a.poll_admit(&mut wait),
+            Admit::Now,
+            "not woken: the share rule only"
+        );
+        // The last one waits in accept with nothing to run: a woken worker leaves it the
+        // connection (until it tried its accept).
+        let hooks = last.runtime_idle(1);
+        hooks.park();
+        let parked = last.park();
+        assert_eq!(a.poll_admit_woken(&mut wait), Admit::Yield);
+        drop(parked);
+        last.opened();
+        assert_eq!(
+            a.poll_admit_woken(&mut wait),
+            Admit::Now,
+            "it holds 1: one fewer"
+        );
+    }
+
+    #[test]
+    fn a_parked_accept_asks_the_table_again_when_woken() {
+        let mut table = Table::create().unwrap();
+        let w = ready(&mut table, 2);
+        let (a, b) = (&w[0].1, &w[1].1);
+        for _ in 0..4 {
+            a.opened();
+        }
+        let polls = std::cell::Cell::new(0);
+        let accept = std::future::poll_fn(|_| {
+            polls.set(polls.get() + 1);
+            Poll::<()>::Pending
+        });
+        let mut accept = std::pin::pin!(a.parked(accept));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // Admitted before it waits (b is busy), then parked.
+        let hooks = b.runtime_idle(1);
+        assert!(accept.as_mut().poll(&mut cx).is_pending());
+        // While a waited, b went idle and parked: the connection that wakes a is b's.
+        hooks.park();
+        let parked = b.park();
+        assert!(accept.as_mut().poll(&mut cx).is_pending());
+        drop(parked);
+        assert!(accept.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(
+            polls.get(),
+            2,
+            "the accept is not polled while a leaves it to b"
+        );
     }
 
     #[test]

@@ -565,14 +565,15 @@ pub fn connections_per_pid(addr: SocketAddr, n: usize) -> BTreeMap<u32, usize> {
 }
 
 /// Opens `n` keep-alive connections to `addr` in waves of `wave`: each wave's connections are
-/// opened at once and each asks `GET /pid`, and the next wave starts once every answer of this
-/// one arrived; all stay open until the end. Returns how many connections each worker process
-/// holds (pid 0: failed). Unlike [`connections_per_pid`], a worker sees its earlier waves'
-/// connections counted before the next wave arrives.
+/// opened at once and each asks `GET /pid`, and the next wave starts `gap` after every answer
+/// of this one arrived; all stay open until the end. Returns how many connections each worker
+/// process holds (pid 0: failed). Unlike [`connections_per_pid`], a worker sees its earlier
+/// waves' connections counted before the next wave arrives.
 pub fn connections_per_pid_in_waves(
     addr: SocketAddr,
     n: usize,
     wave: usize,
+    gap: Duration,
 ) -> BTreeMap<u32, usize> {
     assert!(addr.ip().is_loopback(), "load only on loopback, not {addr}");
     let out = crate::block_on(async move {
@@ -596,6 +597,9 @@ pub fn connections_per_pid_in_waves(
                     }
                     None => *map.entry(0).or_default() += 1,
                 }
+            }
+            if left > 0 && !gap.is_zero() {
+                tokio::time::sleep(gap).await;
             }
         }
         drop(held);

@@ -110,15 +110,21 @@ pub fn burst_with_log(
     workers: usize,
     extra: &[&str],
 ) -> (std::collections::BTreeMap<u32, usize>, String) {
+    let s = all_ready(bin, workers, extra);
+    let per = crate::load::connections_per_pid(s.addr, 64);
+    (per, s.log())
+}
+
+/// `bin` started on 127.0.0.1 with `workers` workers, every one ready (and so counted in the
+/// balance table). No warm-up requests: their connections would still be closing when the
+/// test's arrive and skew the counts the balance works on.
+fn all_ready(bin: &Path, workers: usize, extra: &[&str]) -> Server {
     let n = workers.to_string();
     let mut args = vec!["--addr", "127.0.0.1:0", "--workers", n.as_str()];
     args.extend_from_slice(extra);
     let s = Server::start(&bin.to_path_buf(), &args);
-    // Every worker is ready (and so counted in the balance table). No warm-up requests: their
-    // connections would still be closing during the burst and skew the counts it balances on.
     assert_eq!(s.wait_ready().len(), workers, "{}", s.log());
-    let per = crate::load::connections_per_pid(s.addr, 64);
-    (per, s.log())
+    s
 }
 
 /// Balanced accept, on by default: a burst of 64 connections opened at once to 2 workers leaves
@@ -167,20 +173,35 @@ pub fn trickle_is_balanced(bin: &Path, extra: &[&str]) {
     for workers in [2, 4, 8] {
         let share = 64 / workers;
         let fair = share / 2..=share * 3 / 2;
-        let n = workers.to_string();
-        let mut args = vec!["--addr", "127.0.0.1:0", "--workers", n.as_str()];
-        args.extend_from_slice(extra);
-        let s = Server::start(&bin.to_path_buf(), &args);
-        assert_eq!(s.wait_ready().len(), workers, "{}", s.log());
-        let per =
-            crate::load::connections_per_pid_in_waves(s.addr, 64, 1, Duration::from_millis(5));
+        let (per, log) = one_at_a_time_with_log(bin, workers, Duration::from_millis(5), extra);
         assert!(
             !per.contains_key(&0) && per.len() == workers && per.values().all(|n| fair.contains(n)),
             "{workers} workers: 64 connections arriving one at a time did not leave every worker \
-             holding {fair:?} (pid 0: failed connections): {per:?}\n{}",
-            s.log()
+             holding {fair:?} (pid 0: failed connections): {per:?}\n{log}"
         );
     }
+}
+
+/// Starts `bin` with `workers` workers and opens 64 keep-alive connections one at a time, each
+/// `gap` after the one before was answered; returns how many each worker process holds
+/// (pid 0: failed).
+pub fn one_at_a_time(
+    bin: &Path,
+    workers: usize,
+    gap: Duration,
+) -> std::collections::BTreeMap<u32, usize> {
+    one_at_a_time_with_log(bin, workers, gap, &[]).0
+}
+
+fn one_at_a_time_with_log(
+    bin: &Path,
+    workers: usize,
+    gap: Duration,
+    extra: &[&str],
+) -> (std::collections::BTreeMap<u32, usize>, String) {
+    let s = all_ready(bin, workers, extra);
+    let per = crate::load::connections_per_pid_in_waves(s.addr, 64, 1, gap);
+    (per, s.log())
 }
 
 /// Balanced accept where the accept loop cannot be asked before each `accept` (actix-web's
@@ -190,11 +211,7 @@ pub fn trickle_is_balanced(bin: &Path, extra: &[&str]) {
 pub fn waves_are_balanced(bin: &Path, counts: &[usize], extra: &[&str]) {
     for &workers in counts {
         let share = 64 / workers;
-        let n = workers.to_string();
-        let mut args = vec!["--addr", "127.0.0.1:0", "--workers", n.as_str()];
-        args.extend_from_slice(extra);
-        let s = Server::start(&bin.to_path_buf(), &args);
-        assert_eq!(s.wait_ready().len(), workers, "{}", s.log());
+        let s = all_ready(bin, workers, extra);
         let per = crate::load::connections_per_pid_in_waves(s.addr, 64, 8, Duration::ZERO);
         assert!(
             !per.contains_key(&0),

@@ -143,23 +143,35 @@ pub fn burst_is_balanced(bin: &Path, extra: &[&str]) {
         } else {
             1..=share * 2
         };
-        let mut seen = Vec::new();
-        let balanced = (0..3).any(|_| {
-            let (per, log) = burst_with_log(bin, workers, extra);
-            let ok = !per.contains_key(&0)
-                && per.len() == workers
-                && per.values().all(|n| fair.contains(n));
-            seen.push((per, log));
-            ok
+        spread_in_one_of_3(workers, &fair, "a burst of 64 connections", || {
+            burst_with_log(bin, workers, extra)
         });
-        let (_, last_log) = seen.last().cloned().unwrap_or_default();
-        let bursts: Vec<_> = seen.into_iter().map(|(per, _)| per).collect();
-        assert!(
-            balanced,
-            "{workers} workers: no burst of 64 connections left every worker holding {fair:?} \
-             (pid 0: failed connections): {bursts:?}\nlast log:\n{last_log}"
-        );
     }
+}
+
+/// Runs `open` (64 connections to `workers` workers: how many each holds, and the server's log)
+/// up to 3 times, and fails unless one left every worker holding within `fair`.
+fn spread_in_one_of_3(
+    workers: usize,
+    fair: &std::ops::RangeInclusive<usize>,
+    what: &str,
+    mut open: impl FnMut() -> (std::collections::BTreeMap<u32, usize>, String),
+) {
+    let mut seen = Vec::new();
+    let balanced = (0..3).any(|_| {
+        let (per, log) = open();
+        let ok =
+            !per.contains_key(&0) && per.len() == workers && per.values().all(|n| fair.contains(n));
+        seen.push((per, log));
+        ok
+    });
+    let (_, last_log) = seen.last().cloned().unwrap_or_default();
+    let tries: Vec<_> = seen.into_iter().map(|(per, _)| per).collect();
+    assert!(
+        balanced,
+        "{workers} workers: none of 3 tries ({what}) left every worker holding {fair:?} \
+         (pid 0: failed connections): {tries:?}\nlast log:\n{last_log}"
+    );
 }
 
 /// Balanced accept for connections that arrive one at a time, as a server's clients mostly
@@ -173,11 +185,13 @@ pub fn trickle_is_balanced(bin: &Path, extra: &[&str]) {
     for workers in [2, 4, 8] {
         let share = 64 / workers;
         let fair = share / 2..=share * 3 / 2;
-        let (per, log) = one_at_a_time_with_log(bin, workers, Duration::from_millis(5), extra);
-        assert!(
-            !per.contains_key(&0) && per.len() == workers && per.values().all(|n| fair.contains(n)),
-            "{workers} workers: 64 connections arriving one at a time did not leave every worker \
-             holding {fair:?} (pid 0: failed connections): {per:?}\n{log}"
+        // Up to 3 tries, as for bursts: the other tests of the binary run beside this one, and
+        // a worker that waits for a core longer than another yields to it takes nothing.
+        spread_in_one_of_3(
+            workers,
+            &fair,
+            "64 connections arriving one at a time",
+            || one_at_a_time_with_log(bin, workers, Duration::from_millis(5), extra),
         );
     }
 }

@@ -612,7 +612,7 @@ impl Balance {
     /// whenever it waits: a worker over its share then leaves the next connection to this one
     /// while this worker's runtime is idle.
     ///
-    /// Woken from a wait, it asks [`Balance::poll_admit`] again before it polls `accept`: the
+    /// Woken from a wait, it asks [`Balance::poll_admit_woken`] before it polls `accept`: the
     /// share it was admitted on is as old as the wait, and connections that arrive one at a
     /// time each find every worker parked. While the answer is [`Admit::Yield`] it yields (the
     /// CPU, then its runtime, by waking itself) and stays marked parked, as the connection that
@@ -674,8 +674,9 @@ impl<F: Future> Future for ParkedWhile<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        // Woken from a wait (a connection arrived, most likely): over its share, this worker
-        // leaves it to an idle worker holding fewer, which the same connection woke.
+        // Woken from a wait (a connection arrived, most likely): over its share, or within it
+        // while an idle parked worker holds two fewer, this worker leaves the connection to
+        // that worker, which the same connection woke.
         if this.parked.is_some() && this.balance.poll_admit_woken(this.wait) == Admit::Yield {
             std::thread::yield_now();
             cx.waker().wake_by_ref();
@@ -942,7 +943,9 @@ mod tests {
         let parked = last.park();
         assert_eq!(a.poll_admit_woken(&mut wait), Admit::Yield);
         drop(parked);
+        // It took it, and waits again holding one: one fewer is not enough.
         last.opened();
+        let _parked = last.park();
         assert_eq!(
             a.poll_admit_woken(&mut wait),
             Admit::Now,

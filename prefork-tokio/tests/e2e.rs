@@ -85,10 +85,10 @@ fn a_burst_of_64_connections_spreads_over_2_4_and_8_workers() {
 }
 
 /// Balanced accept for connections that arrive one at a time (64, 5 ms apart) to 2, 4 and 8
-/// workers: each holds between 0.5x and 1.5x of its share (`ops::trickle_is_balanced`).
+/// workers: each holds between 0.5x and 1.5x of its share (`ops::one_at_a_time_is_balanced`).
 #[test]
 fn connections_arriving_one_at_a_time_spread_over_2_4_and_8_workers() {
-    prefork_testutil::ops::trickle_is_balanced(&bin(), &[]);
+    prefork_testutil::ops::one_at_a_time_is_balanced(&bin(), &[]);
 }
 
 /// Unix domain sockets (`--addr unix:PATH`) are served by the same accept loop.

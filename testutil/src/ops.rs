@@ -181,7 +181,7 @@ fn spread_in_one_of_3(
 /// worker parked in accept, so a worker must ask the balance table when a connection wakes it,
 /// not only before it waits: asked only before, the worker that wakes first takes nearly every
 /// connection (62/2, 59/2/2/1). Only the distribution is asserted; the gap shapes the arrivals.
-pub fn trickle_is_balanced(bin: &Path, extra: &[&str]) {
+pub fn one_at_a_time_is_balanced(bin: &Path, extra: &[&str]) {
     for workers in [2, 4, 8] {
         let share = 64 / workers;
         let fair = share / 2..=share * 3 / 2;
